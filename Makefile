@@ -1,0 +1,40 @@
+# Entry points: `make study` runs the notebooks in order, `make test` runs the test suite.
+# Both create (or reuse) the virtual environment first.
+PYTHON  ?= python3
+VENV    ?= .venv
+# Where the data lives is a setting: override with `make study DATA=/path/to/cifar10-jpeg`.
+DATA    ?= $(abspath ../shared/data/cifar10-jpeg)
+PROFILE ?= default
+RUN     ?= runs/$(PROFILE)
+BIN      = $(VENV)/bin
+
+export FEDVIT_DATA ?= $(DATA)
+export MPLBACKEND = Agg
+export PYTHONHASHSEED = 0
+
+.PHONY: venv study test lint bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+study: venv
+	$(BIN)/python -m fedvit_utils study --profile $(PROFILE) --run-dir $(RUN)
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/python benchmarks/bench_encryption.py
+
+clean:
+	rm -rf runs .pytest_cache

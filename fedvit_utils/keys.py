@@ -1,0 +1,302 @@
+"""Secret keys for block-wise image and ViT model encryption (Nagamori & Kiya, Sec. 3.2).
+
+A key holds the two secrets of the scheme:
+
+* the block permutation ``l_e`` of Eq. (4), which defines ``E_b`` (Eq. 5-6): encrypted block ``i``
+  is plain block ``l_e(i)``; stored 0-based as ``block_permutation``;
+* the invertible ``L x L`` matrix ``E_a`` of Eq. (2), ``L = p * p * c``, which mixes the pixels of
+  every block (Eq. 12: ``b_hat = b E_a^-1``) and is folded into the patch embedding (Eq. 3).
+
+Key kinds differ only in how ``E_a`` is drawn:
+
+``"permutation"``  a permutation matrix: pixel (and channel) shuffling inside each block, as in the
+                   paper's Fig. 2. Encrypted images stay valid images (same values, same range).
+``"orthogonal"``   a Haar-random orthogonal matrix: dense and perfectly conditioned (cond = 1).
+``"gaussian"``     i.i.d. normal entries, the literal reading of Eq. (2). Its condition number grows
+                   with ``L``; a draw whose inverse would lose float32 accuracy is refused.
+
+Nothing printed about a key reveals it: ``repr`` shows its shape and a short fingerprint only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+KEY_KINDS = ("permutation", "orthogonal", "gaussian")
+FORMAT_VERSION = 1
+# float32 has ~7 significant digits; the round trip through E_a^-1 and E_a amplifies rounding
+# error by up to cond(E_a). 1e4 keeps that amplification below 1e-3 relative error in float32.
+DEFAULT_MAX_CONDITION = 1e4
+
+
+class KeyError_(ValueError):
+    """Base class for key problems (named with a trailing underscore to avoid the builtin)."""
+
+
+class KeyMismatchError(KeyError_):
+    """A key does not fit the images or the model it is used with."""
+
+
+class IllConditionedKeyError(KeyError_):
+    """A drawn (or given) E_a is singular or too ill-conditioned to invert accurately."""
+
+
+class KeyFileError(KeyError_):
+    """A key file is missing, truncated, tampered with, or of the wrong shape."""
+
+
+def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    h, w = size
+    return (int(h), int(w))
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class SecretKey:
+    """One client's secret: block permutation (Eq. 4) and block transform E_a (Eq. 2)."""
+
+    kind: str
+    image_size: tuple[int, int]
+    patch_size: int
+    channels: int
+    block_permutation: np.ndarray  # (N,) int64, 0-based l_e
+    matrix: np.ndarray  # (L, L) float64, E_a
+    pixel_permutation: np.ndarray | None = None  # (L,) int64 when kind == "permutation"
+    _inverse: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        h, w = self.image_size
+        p = self.patch_size
+        if p <= 0 or h % p or w % p:
+            raise KeyMismatchError(
+                f"image size {h}x{w} is not divisible by the block size {p}: "
+                f"choose a block size that divides both sides (the ViT's patch size)."
+            )
+        n, length = self.num_blocks, self.block_length
+        if self.kind not in KEY_KINDS:
+            raise KeyFileError(f"unknown key kind {self.kind!r}; expected one of {KEY_KINDS}.")
+        if self.block_permutation.shape != (n,) or not np.array_equal(
+            np.sort(self.block_permutation), np.arange(n)
+        ):
+            raise KeyFileError(f"block permutation is not a permutation of {n} blocks.")
+        if self.matrix.shape != (length, length):
+            raise KeyFileError(f"E_a has shape {self.matrix.shape}, expected ({length}, {length}).")
+        if self.kind == "permutation":
+            perm = self.pixel_permutation
+            if perm is None or perm.shape != (length,) or not np.array_equal(np.sort(perm), np.arange(length)):
+                raise KeyFileError("a permutation key needs a pixel permutation of length L.")
+            # E_a[j, perm[j]] = 1, so its inverse is its transpose (exact).
+            object.__setattr__(self, "_inverse", self.matrix.T.copy())
+        else:
+            object.__setattr__(self, "_inverse", np.linalg.inv(self.matrix))
+
+    # -- shape -------------------------------------------------------------------------------------
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Blocks per column and per row."""
+        return (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+
+    @property
+    def num_blocks(self) -> int:
+        """N = hw / p^2, the number of blocks (patches)."""
+        gh, gw = self.grid_size
+        return gh * gw
+
+    @property
+    def block_length(self) -> int:
+        """L = p^2 c, the length of a flattened block."""
+        return self.patch_size * self.patch_size * self.channels
+
+    @property
+    def inverse_matrix(self) -> np.ndarray:
+        """E_a^-1 (float64), applied to image blocks in Eq. (12)."""
+        return self._inverse
+
+    def condition_number(self) -> float:
+        """2-norm condition number of E_a."""
+        return float(np.linalg.cond(self.matrix))
+
+    # -- identity without disclosure ---------------------------------------------------------------
+    def _payload(self) -> dict[str, np.ndarray]:
+        meta = {
+            "format": FORMAT_VERSION,
+            "kind": self.kind,
+            "image_size": list(self.image_size),
+            "patch_size": self.patch_size,
+            "channels": self.channels,
+        }
+        arrays = {
+            "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
+            "block_permutation": np.ascontiguousarray(self.block_permutation, dtype=np.int64),
+            "matrix": np.ascontiguousarray(self.matrix, dtype=np.float64),
+        }
+        if self.pixel_permutation is not None:
+            arrays["pixel_permutation"] = np.ascontiguousarray(self.pixel_permutation, dtype=np.int64)
+        return arrays
+
+    def _digest(self) -> str:
+        h = hashlib.sha256()
+        for name, arr in sorted(self._payload().items()):
+            h.update(name.encode())
+            h.update(str(arr.shape).encode())
+            h.update(arr.tobytes())
+        return h.hexdigest()
+
+    @property
+    def fingerprint(self) -> str:
+        """Short public identifier of the key (8 hex digits of a SHA-256; reveals nothing usable)."""
+        return hashlib.sha256(("fedvit-key-fingerprint:" + self._digest()).encode()).hexdigest()[:8]
+
+    def __repr__(self) -> str:
+        h, w = self.image_size
+        return (
+            f"SecretKey(kind={self.kind!r}, image_size={h}x{w}, patch_size={self.patch_size}, "
+            f"channels={self.channels}, fingerprint={self.fingerprint!r})"
+        )
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretKey) and self._digest() == other._digest()
+
+    def __hash__(self) -> int:
+        return hash(self._digest())
+
+    def __getstate__(self) -> None:
+        # Pickling would copy the secret into checkpoints, caches or worker processes unnoticed.
+        raise TypeError("SecretKey is not picklable; use key.save(path) to store it deliberately.")
+
+    # -- files -------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the key to one owner-only (0600) file with a SHA-256 checksum; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = self._payload()
+        arrays["checksum"] = np.frombuffer(self._digest().encode(), dtype=np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        # Create the temp file 0600 from the start (mkstemp does), then rename atomically.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(buf.getvalue())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SecretKey:
+        """Read a key written by `save`, verifying its checksum and shapes."""
+        path = Path(path)
+        if not path.is_file():
+            raise KeyFileError(f"no key file at {path}; generate one with generate_key(...).save(path).")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            raise KeyFileError(f"key file {path} is truncated or not a key file ({exc}).") from exc
+        missing = {"meta", "block_permutation", "matrix", "checksum"} - set(arrays)
+        if missing:
+            raise KeyFileError(f"key file {path} lacks {sorted(missing)}; it was not written by SecretKey.save.")
+        try:
+            meta = json.loads(arrays["meta"].tobytes().decode())
+            if meta.get("format") != FORMAT_VERSION:
+                raise KeyFileError(f"key file {path} has format {meta.get('format')}, expected {FORMAT_VERSION}.")
+            key = cls(
+                kind=meta["kind"],
+                image_size=_pair(meta["image_size"]),
+                patch_size=int(meta["patch_size"]),
+                channels=int(meta["channels"]),
+                block_permutation=arrays["block_permutation"].astype(np.int64),
+                matrix=arrays["matrix"].astype(np.float64),
+                pixel_permutation=arrays.get("pixel_permutation"),
+            )
+        except (KeyError, TypeError, json.JSONDecodeError, np.linalg.LinAlgError) as exc:
+            raise KeyFileError(f"key file {path} is malformed ({type(exc).__name__}).") from exc
+        if arrays["checksum"].tobytes().decode(errors="replace") != key._digest():
+            raise KeyFileError(f"key file {path} fails its checksum: it was modified or corrupted.")
+        return key
+
+
+def _haar_orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
+    # QR of a Gaussian matrix, with R's diagonal signs folded in, is Haar-distributed (Mezzadri 2007).
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+def generate_key(
+    image_size: int | tuple[int, int],
+    patch_size: int,
+    channels: int = 3,
+    kind: str = "orthogonal",
+    seed: int | np.random.SeedSequence | None = None,
+    max_condition: float = DEFAULT_MAX_CONDITION,
+) -> SecretKey:
+    """Draw a secret key; the same seed gives a byte-identical key, seed=None uses OS entropy."""
+    if kind not in KEY_KINDS:
+        raise ValueError(f"unknown key kind {kind!r}; choose one of {KEY_KINDS}.")
+    size = _pair(image_size)
+    if patch_size <= 0 or size[0] % patch_size or size[1] % patch_size:
+        raise KeyMismatchError(
+            f"image size {size[0]}x{size[1]} is not divisible by the block size {patch_size}: "
+            f"choose a block size that divides both sides (the ViT's patch size)."
+        )
+    rng = np.random.default_rng(seed)
+    n = (size[0] // patch_size) * (size[1] // patch_size)
+    length = patch_size * patch_size * channels
+    block_perm = rng.permutation(n).astype(np.int64)
+    pixel_perm = None
+    if kind == "permutation":
+        pixel_perm = rng.permutation(length).astype(np.int64)
+        matrix = np.zeros((length, length))
+        matrix[np.arange(length), pixel_perm] = 1.0
+    elif kind == "orthogonal":
+        matrix = _haar_orthogonal(rng, length)
+    else:
+        # Scaled so E_a keeps pixel magnitudes on average (entries N(0, 1/L)).
+        matrix = rng.standard_normal((length, length)) / np.sqrt(length)
+        check_condition(matrix, max_condition)
+    return SecretKey(kind, size, patch_size, channels, block_perm, matrix, pixel_perm)
+
+
+def check_condition(matrix: np.ndarray, max_condition: float = DEFAULT_MAX_CONDITION) -> float:
+    """Raise IllConditionedKeyError if `matrix` is singular or cond > max_condition; return cond."""
+    cond = float(np.linalg.cond(matrix))
+    if not np.isfinite(cond) or cond > 1e15:
+        raise IllConditionedKeyError("E_a is singular (det E_a = 0, Eq. 2 requires an inverse).")
+    if cond > max_condition:
+        raise IllConditionedKeyError(
+            f"E_a has condition number {cond:.3g} > max_condition={max_condition:.3g}: its inverse would "
+            f"amplify float32 rounding by that factor and break the equivalence of Eq. (14). Draw again "
+            f"with another seed, use kind='orthogonal' (cond = 1), or raise max_condition knowingly."
+        )
+    return cond
+
+
+def client_keys(
+    num_clients: int,
+    image_size: int | tuple[int, int],
+    patch_size: int,
+    channels: int = 3,
+    kind: str = "orthogonal",
+    seed: int | None = None,
+) -> list[SecretKey]:
+    """One independent key per client, from child seeds of one key seed (or OS entropy)."""
+    children = np.random.SeedSequence(seed).spawn(num_clients)
+    return [generate_key(image_size, patch_size, channels, kind, child) for child in children]

@@ -1,0 +1,88 @@
+"""ViT construction over timm (Dosovitskiy et al., the paper's [10]) with an offline-safe weight path.
+
+Pretrained weights come through timm's normal loading (Hugging Face hub) on machines with internet.
+Offline, pass ``checkpoint_path`` (a .pth/.bin/.safetensors state dict, or an original .npz): timm
+loads it through the same code path, adapting the classifier and position embeddings.
+Without internet and without a checkpoint we fail within seconds, instead of waiting out the hub
+client's retries, and say what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+HUB_HOST = "huggingface.co"
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """Pretrained weights cannot be fetched here and no local checkpoint was given."""
+
+
+def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
+    """True if a TCP connection to the weights hub opens within `timeout` seconds."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_message(name: str) -> str:
+    return (
+        f"cannot download pretrained weights for {name!r}: {HUB_HOST} is unreachable (no internet?). "
+        f"On a machine with internet run\n"
+        f"    python -c \"import timm, torch; m = timm.create_model('{name}', pretrained=True); "
+        f"torch.save(m.state_dict(), '{name}.pth')\"\n"
+        f"copy the file here and pass checkpoint_path='{name}.pth' (or set HF_HUB_OFFLINE=1 if the weights "
+        f"are already in the Hugging Face cache), or use pretrained=False."
+    )
+
+
+def create_vit(
+    name: str,
+    num_classes: int,
+    pretrained: bool = False,
+    img_size: int | tuple[int, int] | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Create a timm ViT with `num_classes` outputs; weights from the hub or a local checkpoint."""
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    if checkpoint_path is not None:
+        path = Path(checkpoint_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint_path {path} does not exist; give the file saved from {name!r}.")
+        # timm's own loader reads the file, so filtering and resizing match a hub download exactly.
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(path), hf_hub_id=None, url=None)
+        pretrained = True
+    elif pretrained and os.environ.get("HF_HUB_OFFLINE") != "1" and not hub_reachable():
+        raise PretrainedWeightsUnavailable(_offline_message(name))
+    model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    if not hasattr(model, "patch_embed") or not hasattr(model, "pos_embed"):
+        raise TypeError(f"{name!r} is not a ViT with patch and position embeddings; pick a vit_* / deit_* model.")
+    return model
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Save a model's state dict where `create_vit(checkpoint_path=...)` can load it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def input_size(model: nn.Module) -> tuple[int, int]:
+    """Image (height, width) the ViT was built for."""
+    return tuple(model.patch_embed.img_size)
+
+
+def patch_size(model: nn.Module) -> int:
+    """Side of the ViT's square patches (the encryption block size)."""
+    return int(model.patch_embed.patch_size[0])

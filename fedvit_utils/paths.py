@@ -1,0 +1,31 @@
+"""Project folders and the data setting, in one place (no other module builds paths)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FIGURES_DIR = PROJECT_ROOT / "figures"
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+PARAMS_DIR = NOTEBOOKS_DIR / "params"
+RUNS_DIR = PROJECT_ROOT / "runs"
+KEYS_DIR = PROJECT_ROOT / "keys"  # ignored by git; key files are owner-only
+
+DATA_ENV = "FEDVIT_DATA"
+
+
+def data_root(path: str | os.PathLike | None = None) -> Path | None:
+    """Return the data folder: the argument if given, else $FEDVIT_DATA, else None."""
+    if path is not None:
+        return Path(path).expanduser()
+    env = os.environ.get(DATA_ENV)
+    return Path(env).expanduser() if env else None
+
+
+def private_dir(path: str | os.PathLike) -> Path:
+    """Create `path` (and parents) readable by the owner only, and return it."""
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(p, 0o700)
+    return p
