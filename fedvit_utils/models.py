@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 
 import timm
+import timm.data
 import torch
 from torch import nn
 
@@ -60,7 +61,13 @@ def create_vit(
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint_path {path} does not exist; give the file saved from {name!r}.")
         # timm's own loader reads the file, so filtering and resizing match a hub download exactly.
-        kwargs["pretrained_cfg_overlay"] = dict(file=str(path), hf_hub_id=None, url=None)
+        # It drops the classifier when num_classes differs from the *config's* class count, so tell it
+        # the file's real count: a fine-tuned 10-class checkpoint then keeps its head.
+        overlay = dict(file=str(path), hf_hub_id=None, url=None)
+        file_classes = _checkpoint_num_classes(path, name)
+        if file_classes is not None:
+            overlay["num_classes"] = file_classes
+        kwargs["pretrained_cfg_overlay"] = overlay
         pretrained = True
     elif pretrained and os.environ.get("HF_HUB_OFFLINE") != "1" and not hub_reachable():
         raise PretrainedWeightsUnavailable(_offline_message(name))
@@ -68,6 +75,25 @@ def create_vit(
     if not hasattr(model, "patch_embed") or not hasattr(model, "pos_embed"):
         raise TypeError(f"{name!r} is not a ViT with patch and position embeddings; pick a vit_* / deit_* model.")
     return model
+
+
+def _checkpoint_num_classes(path: Path, name: str) -> int | None:
+    """Rows of the classifier weight stored in a state-dict file (None if not a plain state dict)."""
+    if path.suffix == ".npz":  # original big_vision/JAX files: timm's custom loader handles the head
+        return None
+    classifier = timm.models.get_pretrained_cfg_value(name, "classifier") or "head"
+    state = timm.models.load_state_dict(str(path))
+    weight = state.get(f"{classifier}.weight")
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else None
+
+
+def data_config(model: nn.Module) -> dict:
+    """timm's preprocessing config (mean, std, interpolation) with the input size the model was built for."""
+    cfg = timm.data.resolve_data_config({}, model=model)
+    # resolve_data_config reads the *pretrained* config (224 for vit_*_224) even when the model was
+    # created with another img_size; the patch embedding knows the real one.
+    cfg["input_size"] = (model.patch_embed.proj.in_channels, *input_size(model))
+    return cfg
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> Path:
