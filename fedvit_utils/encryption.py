@@ -126,6 +126,12 @@ def _cached(key: SecretKey, what: str, device: torch.device, dtype: torch.dtype 
     return _cache[tag]
 
 
+def _gather(images: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    # torch.gather with a broadcast index is ~6x faster on CPU than advanced indexing x[:, src].
+    flat = images.reshape(images.shape[0], -1)
+    return torch.gather(flat, 1, src.expand(flat.shape[0], -1)).view(images.shape)
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     # Half-precision inputs are transformed in float32: a dense L x L product in bf16 would lose
     # ~3 significant digits, far more than the final cast back does.
@@ -136,8 +142,7 @@ def encrypt_images(images: torch.Tensor, key: SecretKey) -> torch.Tensor:
     """Encrypt a batch (B, C, H, W) with `key` (Eq. 9-13); same dtype and device as the input."""
     _check_images(images, key, allow_integer=True)
     if key.kind == "permutation":
-        src = _cached(key, "gather", images.device)
-        return images.reshape(images.shape[0], -1)[:, src].view(images.shape)
+        return _gather(images, _cached(key, "gather", images.device))
     ct = _compute_dtype(images.dtype)
     blocks = _blocks(images.to(ct), key, permute=True)
     enc = blocks @ _cached(key, "enc", images.device, ct)
@@ -148,8 +153,7 @@ def decrypt_images(images: torch.Tensor, key: SecretKey) -> torch.Tensor:
     """Invert `encrypt_images`: recover the plain batch from an encrypted one."""
     _check_images(images, key, allow_integer=True)
     if key.kind == "permutation":
-        src = _cached(key, "scatter", images.device)
-        return images.reshape(images.shape[0], -1)[:, src].view(images.shape)
+        return _gather(images, _cached(key, "scatter", images.device))
     ct = _compute_dtype(images.dtype)
     blocks = _blocks(images.to(ct), key, permute=False) @ _cached(key, "dec", images.device, ct)
     plain = torch.empty_like(blocks)
