@@ -9,10 +9,18 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIGURES_DIR = PROJECT_ROOT / "figures"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 PARAMS_DIR = NOTEBOOKS_DIR / "params"
-RUNS_DIR = PROJECT_ROOT / "runs"
 KEYS_DIR = PROJECT_ROOT / "keys"  # ignored by git; key files are owner-only
 
 DATA_ENV = "FEDVIT_DATA"
+RUNS_ENV = "FEDVIT_RUNS"  # tests point this at a temporary folder
+RUNS_DIR = Path(os.environ.get(RUNS_ENV, PROJECT_ROOT / "runs")).expanduser()
+
+
+def run_dir(profile: str, path: str | os.PathLike | None = None) -> Path:
+    """The run folder for a profile: the argument if given, else RUNS_DIR/<profile>; created."""
+    p = Path(path).expanduser() if path else RUNS_DIR / profile
+    p.mkdir(parents=True, exist_ok=True)
+    return p
 
 
 def data_root(path: str | os.PathLike | None = None) -> Path | None:
