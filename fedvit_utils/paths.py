@@ -31,6 +31,13 @@ def data_root(path: str | os.PathLike | None = None) -> Path | None:
     return Path(env).expanduser() if env else None
 
 
+def run_figures(run: str | os.PathLike) -> Path:
+    """The folder inside a run where figures and tables go; created."""
+    p = Path(run) / "figures"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
 def private_dir(path: str | os.PathLike) -> Path:
     """Create `path` (and parents) readable by the owner only, and return it."""
     p = Path(path)
