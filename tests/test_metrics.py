@@ -1,0 +1,217 @@
+"""What the encryption hides (fedvit_utils.metrics): visual security, key space, wrong keys, saving."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from matplotlib.figure import Figure
+
+from fedvit_utils.keys import KEY_KINDS, client_keys
+from fedvit_utils.metrics import (
+    accuracy,
+    block_accuracy,
+    encryption_figure,
+    image_quality,
+    key_error,
+    key_space,
+    n_known_pairs_needed,
+    photographs,
+    sample_imagefolder,
+    save_report,
+    summarize_wrong_keys,
+    to_markdown,
+    visual_security,
+    wrong_key_accuracy,
+)
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_root):
+    return sample_imagefolder(cifar_root, 12, seed=0)
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+def test_sample_imagefolder_reads_floats_and_labels(cifar_root):
+    x, y = sample_imagefolder(cifar_root, 6, seed=3)
+    assert x.shape == (6, 3, 32, 32) and x.dtype == torch.float32
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.std()) > 0.05
+    assert y.dtype == torch.long and set(y.tolist()) <= set(range(10))
+    x2, y2 = sample_imagefolder(cifar_root, 6, seed=3)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    with pytest.raises(ValueError, match="asked for"):
+        sample_imagefolder(cifar_root, 10**6)
+    with pytest.raises(FileNotFoundError, match="no class folders"):
+        sample_imagefolder(cifar_root, 2, split="nonexistent")
+
+
+def test_photographs_are_square_and_in_range():
+    ph = photographs(64)
+    assert ph.shape == (3, 3, 64, 64)
+    assert float(ph.min()) >= 0.0 and float(ph.max()) <= 1.0
+    assert not torch.allclose(ph[0], ph[1])
+
+
+# -- small measures ---------------------------------------------------------------------------------
+def test_image_quality_identical_and_different():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 16, 16, generator=g)
+    psnr, ssim = image_quality(x, x.clone())
+    assert np.all(np.isinf(psnr)) and np.allclose(ssim, 1.0)
+    psnr, ssim = image_quality(x, (x + 0.1).clamp(0, 1))
+    assert np.all((psnr > 15) & (psnr < 30)) and np.all(ssim < 1.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        image_quality(x, x[:, :, :8])
+    with pytest.raises(TypeError, match="floats"):
+        image_quality((x * 255).to(torch.uint8), x)
+
+
+def test_key_error_and_block_accuracy():
+    a = np.eye(3)
+    assert key_error(a, a) == 0.0
+    assert key_error(2 * a, a) == pytest.approx(1.0)
+    assert block_accuracy(np.array([0, 2, 1]), np.array([0, 1, 2])) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="shape"):
+        key_error(np.eye(2), np.eye(3))
+
+
+# -- 1. visual security -----------------------------------------------------------------------------
+def test_visual_security_table(cifar):
+    x, _ = cifar
+    t = visual_security(x, 8, "CIFAR-10 test (JPEG q75)")
+    assert len(t) == 3 * len(KEY_KINDS) + 1
+    assert {"data", "image_size", "patch_size", "kind", "part", "psnr_mean", "ssim_mean"} <= set(t.columns)
+    assert (t["image_size"] == "32x32").all() and (t["data"] == "CIFAR-10 test (JPEG q75)").all()
+    full = t[t["part"] == "E_b + E_a"].set_index("kind")
+    # Structure is gone for every kind: SSIM near zero, and no better than an unrelated image by PSNR.
+    ref = t[t["kind"] == "none"].iloc[0]
+    assert (full["ssim_mean"].abs() < 0.15).all()
+    assert (full["psnr_stretched_mean"] < ref["psnr_mean"] + 3).all()
+    # The block permutation is the same part in every kind, so "E_b only" rows agree exactly.
+    eb = t[t["part"] == "E_b only"]
+    assert np.allclose(eb["psnr_mean"], eb["psnr_mean"].iloc[0])
+
+
+def test_visual_security_on_photographs_separates_parts():
+    ph = photographs(64)
+    t = visual_security(ph, 16, "skimage photographs", kinds=("orthogonal",))
+    rows = t.set_index("part")
+    # Dense mixing destroys more than moving intact blocks around does.
+    assert rows.loc["E_a only", "ssim_stretched_mean"] < rows.loc["E_b only", "ssim_stretched_mean"]
+
+
+def test_encryption_figure_has_one_panel_per_kind():
+    fig = encryption_figure(photographs(32)[:2], 8)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2 * (1 + len(KEY_KINDS))
+
+
+# -- 2. key space -----------------------------------------------------------------------------------
+def test_key_space_numbers():
+    t = key_space(32, 4).set_index("kind")
+    assert t.loc["orthogonal", "N"] == 64 and t.loc["orthogonal", "L"] == 48
+    assert t.loc["permutation", "log10_block_permutations"] == pytest.approx(math.log10(math.factorial(64)))
+    assert t.loc["permutation", "log10_total"] == pytest.approx(
+        math.log10(math.factorial(64)) + math.log10(math.factorial(48))
+    )
+    assert math.isinf(t.loc["gaussian", "log10_total"])
+    assert t.loc["orthogonal", "E_a_real_parameters"] == 48 * 47 // 2
+    assert t.loc["gaussian", "E_a_real_parameters"] == 48 * 48
+    # Known pairs needed: k N > L.
+    assert n_known_pairs_needed(64, 48) == 1
+    assert n_known_pairs_needed(16, 192) == 13
+    assert key_space(224, 16).set_index("kind").loc["orthogonal", "known_pairs_for_exact_recovery"] == 4
+    with pytest.raises(ValueError, match="not divisible"):
+        key_space(30, 4)
+
+
+# -- 3. wrong keys ----------------------------------------------------------------------------------
+def _quadrant_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class c = which 16x16 quadrant of a 32x32 image is brighter: solvable only with positions."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    x = torch.rand(n, 3, 32, 32, generator=g) * 0.3
+    for i, c in enumerate(labels.tolist()):
+        r0, c0 = 16 * (c // 2), 16 * (c % 2)
+        x[i, :, r0 : r0 + 16, c0 : c0 + 16] += 0.5
+    return x, labels
+
+
+@pytest.fixture(scope="module")
+def quadrant_model():
+    torch.manual_seed(0)
+    m = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=4, img_size=32, patch_size=8,
+                          embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
+    with torch.no_grad():
+        m.pos_embed.normal_(0, 0.5)  # trained-model magnitude: positions are learned in a few steps
+    x, y = _quadrant_data(512, 0)
+    opt = torch.optim.Adam(m.parameters(), lr=2e-3)
+    m.train()
+    for _ in range(150):
+        idx = torch.randint(0, 512, (64,))
+        loss = torch.nn.functional.cross_entropy(m(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m.eval()
+
+
+@pytest.mark.parametrize("kind", ["orthogonal", "permutation"])
+def test_wrong_keys_drop_to_chance_right_key_matches_plain(quadrant_model, kind):
+    x, y = _quadrant_data(256, 1)
+    keys = client_keys(4, 32, 8, kind=kind, seed=7)
+    detail = wrong_key_accuracy(quadrant_model, x, y, keys, "synthetic quadrants", wrong_keys_per_client=3)
+    s = summarize_wrong_keys(detail).set_index("case")
+    plain = s.loc["plain model, plain images", "accuracy_mean"]
+    assert plain > 0.95, "the test model did not learn the task"
+    # Eq. (14): same key gives the plain model's accuracy on every client.
+    assert s.loc["encrypted model, same key", "accuracy_min"] == pytest.approx(plain)
+    assert s.loc["encrypted model, another client's key", "pairs"] == 12
+    for case in ("encrypted model, another client's key", "encrypted model, plain images",
+                 "plain model, encrypted images"):
+        assert s.loc[case, "accuracy_mean"] < 0.5, case  # chance is 0.25
+    assert (detail["chance"] == 0.25).all() and (detail["kind"] == kind).all()
+    # Keys appear only as fingerprints.
+    assert set(detail["model_key"]) - {"-"} <= {k.fingerprint for k in keys}
+
+
+def test_wrong_key_accuracy_with_preprocess_and_predict(quadrant_model):
+    x, y = _quadrant_data(64, 2)
+    keys = client_keys(2, 32, 8, kind="orthogonal", seed=1)
+    calls = []
+
+    def predict(model, batch):
+        calls.append(len(batch))
+        return model(batch)
+
+    d = wrong_key_accuracy(quadrant_model, x, y, keys, "synthetic", preprocess=lambda t: t * 1.0,
+                           predict=predict, batch_size=32)
+    assert calls and max(calls) <= 32
+    plain = d.loc[d["case"] == "plain model, plain images", "accuracy"].item()
+    assert plain == accuracy(quadrant_model, x, y)
+    with pytest.raises(ValueError, match="at least two client keys"):
+        wrong_key_accuracy(quadrant_model, x, y, keys[:1], "synthetic")
+    with pytest.raises(ValueError, match="labels"):
+        accuracy(quadrant_model, x, y[:3])
+
+
+# -- saving -----------------------------------------------------------------------------------------
+def test_save_report_writes_csv_markdown_and_png(tmp_path):
+    table = pd.DataFrame({"kind": ["orthogonal", "a|b"], "psnr": [1.23456789, math.inf]})
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [1, 0])
+    paths = save_report(tmp_path / "figs", {"t": table}, {"f": fig})
+    assert {p.name for p in paths} == {"t.csv", "t.md", "f.png"}
+    assert pd.read_csv(tmp_path / "figs" / "t.csv")["kind"].tolist() == ["orthogonal", "a|b"]
+    md = (tmp_path / "figs" / "t.md").read_text()
+    assert md.splitlines()[0] == "| kind | psnr |" and "a\\|b" in md and "1.235" in md
+    assert (tmp_path / "figs" / "f.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(TypeError, match="DataFrame"):
+        save_report(tmp_path, {"t": {"a": 1}})
+    with pytest.raises(TypeError, match="Figure"):
+        save_report(tmp_path, figures={"f": "not a figure"})
+    assert to_markdown(table).count("\n") == 4
