@@ -1,0 +1,162 @@
+"""Datasets decoded once into memory, and the model's own preprocessing as a batch module.
+
+The paper uses CIFAR-10 and CIFAR-100 (32x32), resized to the ViT's 224x224 input. Images are kept
+as one uint8 tensor (N, 3, 32, 32): 150 MB for CIFAR's 50,000 training images, so an epoch never
+re-reads files and a batch is a tensor index. Resizing and normalization run per batch on the
+training device (`Preprocess`), where they are cheap; image encryption comes after them.
+
+Sources: any ImageFolder tree ``<root>/{train,test}/<class>/*.jpg`` (e.g. the offline JPEG copy of
+CIFAR-10), or torchvision's CIFAR10/CIFAR100 classes (download on a machine with internet).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from . import paths
+
+DATASETS = ("cifar10", "cifar100")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class DataNotFound(FileNotFoundError):
+    """No data where the data setting points, and downloading was not allowed or not possible."""
+
+
+@dataclass
+class ImageData:
+    """Images as uint8 (N, C, H, W), labels as int64 (N,), and the class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray | torch.Tensor) -> ImageData:
+        """The images at `indices` (a copy)."""
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return ImageData(self.images[idx], self.labels[idx], self.classes, self.source)
+
+
+def _is_imagefolder(root: Path, split: str) -> bool:
+    d = root / split
+    return d.is_dir() and any(p.is_dir() for p in d.iterdir())
+
+
+def load_imagefolder(root: str | os.PathLike, split: str = "train", max_per_class: int | None = None) -> ImageData:
+    """Decode `<root>/<split>/<class>/*` into memory; classes sorted by name (CIFAR-10's label order)."""
+    base = Path(root) / split
+    classes = sorted(p.name for p in base.iterdir() if p.is_dir())
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(f for f in (base / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        for f in files[:max_per_class]:
+            images.append(np.asarray(Image.open(f).convert("RGB")))
+            labels.append(label)
+    if not images:
+        raise DataNotFound(f"{base} has class folders but no images ({IMAGE_SUFFIXES}).")
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"images in {base} differ in size {sorted(shapes)[:3]}; resize them to one size first.")
+    array = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return ImageData(array, torch.tensor(labels, dtype=torch.long), classes, f"ImageFolder {Path(root).name}")
+
+
+def load_torchvision_cifar(
+    name: str, root: str | os.PathLike, split: str = "train", download: bool = False
+) -> ImageData:
+    """CIFAR-10/100 through torchvision (its pickled batches under `root`); `download` needs internet."""
+    from torchvision import datasets
+
+    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    try:
+        ds = cls(str(root), train=split == "train", download=download)
+    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted."
+        raise DataNotFound(_missing_message(name, Path(root))) from exc
+    images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    return ImageData(images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes), f"torchvision {name}")
+
+
+def _missing_message(name: str, root: Path | None) -> str:
+    where = f"at {root}" if root else "(no data folder set)"
+    return (
+        f"no {name} data {where}. Either point the data setting at an ImageFolder tree "
+        f"<root>/{{train,test}}/<class>/*.jpg or at torchvision's CIFAR files — argument data_root=..., "
+        f"environment variable {paths.DATA_ENV}=..., or `make study DATA=...` — or allow download=True "
+        f"on a machine with internet."
+    )
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    data_root: str | os.PathLike | None = None,
+    max_per_class: int | None = None,
+    download: bool = False,
+) -> ImageData:
+    """Load `name` ('cifar10' | 'cifar100') from the data setting, an ImageFolder tree or torchvision."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}.")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}.")
+    root = paths.data_root(data_root)
+    if root is not None and _is_imagefolder(root, split):
+        data = load_imagefolder(root, split, max_per_class)
+        expected = 10 if name == "cifar10" else 100
+        if len(data.classes) != expected:
+            raise ValueError(f"{root} has {len(data.classes)} classes but {name} has {expected}: wrong data folder?")
+        return data
+    if root is None and not download:
+        raise DataNotFound(_missing_message(name, None))
+    data = load_torchvision_cifar(name, root or paths.RUNS_DIR / "data", split, download)
+    if max_per_class is not None:
+        labels = data.labels.numpy()
+        keep = np.concatenate([np.flatnonzero(labels == c)[:max_per_class] for c in range(len(data.classes))])
+        data = data.subset(np.sort(keep))
+    return data
+
+
+def example_image(data_root: str | os.PathLike | None = None, split: str = "test", index: int = 0) -> np.ndarray:
+    """One CIFAR-10 image as RGB uint8 (H, W, 3), the `index`-th of the first class folder."""
+    data = load_dataset("cifar10", split, data_root, max_per_class=index + 1)
+    return data.images[index].permute(1, 2, 0).numpy()
+
+
+class Preprocess(nn.Module):
+    """uint8 (B, C, h, w) -> float (B, C, H, W): scale to [0, 1], resize to the model's input, normalize."""
+
+    def __init__(self, input_size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...],
+                 interpolation: str = "bicubic") -> None:
+        super().__init__()
+        self.input_size = tuple(input_size)
+        self.interpolation = "bilinear" if interpolation not in ("bilinear", "bicubic") else interpolation
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    @classmethod
+    def for_model(cls, model: nn.Module) -> Preprocess:
+        """Preprocessing from the model's timm data config (input size, mean, std, interpolation)."""
+        from .models import data_config
+
+        cfg = data_config(model)
+        return cls(cfg["input_size"][1:], cfg["mean"], cfg["std"], cfg.get("interpolation", "bicubic"))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            raise TypeError(f"Preprocess takes uint8 images (0..255), got {images.dtype}.")
+        x = images.float().div_(255.0)
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode=self.interpolation, align_corners=False,
+                              antialias=x.shape[-1] > self.input_size[-1]).clamp_(0.0, 1.0)
+        return (x - self.mean) / self.std
