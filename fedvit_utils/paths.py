@@ -9,7 +9,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIGURES_DIR = PROJECT_ROOT / "figures"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 PARAMS_DIR = NOTEBOOKS_DIR / "params"
-KEYS_DIR = PROJECT_ROOT / "keys"  # ignored by git; key files are owner-only
 
 DATA_ENV = "FEDVIT_DATA"
 RUNS_ENV = "FEDVIT_RUNS"  # tests point this at a temporary folder
