@@ -30,8 +30,8 @@ training_seed = 0  # seed of model initialisation and batch order
 key_seed = 0  # seed of the clients' demo keys (a published seed makes a public key)
 security_seed = 0  # seed of the image samples and demo keys of this notebook
 n_images = 8  # CIFAR-10 test images for visual security, jigsaw and key extraction
-known_pairs = [0, 1, 2, 4]  # k values of the known-plaintext curve on CIFAR-10
-photo_known_pairs = [0, 1, 2]  # k values on the 3 photographs (224x224, 16x16 blocks); one more is decrypted
+known_pairs = [0, 1, 2]  # k values of the known-plaintext curve on CIFAR-10
+photo_known_pairs = [1]  # k values on the 3 photographs (224x224, 16x16 blocks); one more is decrypted
 n_unseen = 4  # CIFAR images decrypted with the recovered key; needs n_images of at least max(k) plus this
 
 # %%
