@@ -49,7 +49,7 @@ def run_label(profile: Profile, task: Task, hardware: str) -> str:
 def keys_for_clients(task: Task, model: nn.Module) -> list[SecretKey]:
     """Each client's key for this run: loaded from the run's keys/ folder, or drawn and saved there."""
     p = task.profile
-    folder = paths.private_dir(task.out_dir.parent / "keys" / task.dataset)
+    folder = paths.keys_dir(task.out_dir.parent, task.dataset)
     files = [folder / f"client_{c:02d}.key" for c in range(p.num_clients)]
     if all(f.exists() for f in files):
         keys = [SecretKey.load(f) for f in files]

@@ -37,6 +37,11 @@ def run_figures(run: str | os.PathLike) -> Path:
     return p
 
 
+def keys_dir(run: str | os.PathLike, dataset: str) -> Path:
+    """<run>/keys/<dataset>, every level owner-only (0700): where the clients' key files live."""
+    return private_dir(private_dir(Path(run) / "keys") / dataset)
+
+
 def private_dir(path: str | os.PathLike) -> Path:
     """Create `path` (and parents) readable by the owner only, and return it."""
     p = Path(path)

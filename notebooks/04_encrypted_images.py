@@ -20,9 +20,12 @@
 # published seed and are never saved.
 
 # %% tags=["parameters"]
-profile = "smoke"  # parameter set (smoke | quick | cpu | paper); names the run folder and labels
+profile = "smoke"  # parameter set: smoke (tests) | quick (study default) | cpu | paper
 run_dir = None  # run folder; None -> runs/<profile>
-data_root = None  # CIFAR-10 ImageFolder copy; None -> $FEDVIT_DATA
+data_root = None  # dataset folder; None -> $FEDVIT_DATA (ImageFolder tree or torchvision CIFAR files)
+partition_seed = 0  # seed of the client partition (unused here; kept so every notebook takes the same set)
+training_seed = 0  # seed of model initialisation and batch order (unused here)
+key_seed = 0  # seed of the clients' demo keys (unused here: the pictures use figure_seed)
 figure_seed = 0  # seed of the demo keys for the pictures (not secret, never saved)
 photo_name = "astronaut"  # skimage.data photograph: astronaut | coffee | chelsea
 photo_block = 16  # block size for the photograph (the paper's Figure 2 uses 16)
