@@ -242,10 +242,11 @@ def encrypt_model(model: nn.Module, key: SecretKey) -> nn.Module:
     proj, pos, prefix_rows, _ = _vit_parts(enc)
     w = proj.weight
     d = w.shape[0]
-    e_a = torch.as_tensor(key.matrix, dtype=torch.float64, device=w.device)
-    # E is W.reshape(D, L).T, so (E_a E).T = W.reshape(D, L) @ E_a.T; computed in float64.
-    w_hat = w.detach().to(torch.float64).reshape(d, -1) @ e_a.T
-    w.copy_(w_hat.reshape(w.shape).to(w.dtype))
+    e_a = torch.as_tensor(key.matrix, dtype=torch.float64)
+    # E is W.reshape(D, L).T, so (E_a E).T = W.reshape(D, L) @ E_a.T; computed in float64 on the CPU
+    # (one small product; Apple MPS has no float64).
+    w_hat = w.detach().cpu().to(torch.float64).reshape(d, -1) @ e_a.T
+    w.copy_(w_hat.reshape(w.shape).to(device=w.device, dtype=w.dtype))
     if pos is not None:
         perm = torch.as_tensor(key.block_permutation, device=pos.device)
         patch_rows = pos[:, prefix_rows:].clone()
@@ -268,15 +269,16 @@ def fold_normalization(
         raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries for a {c}-channel model.")
     out = copy.deepcopy(model)
     proj = out.patch_embed.proj
-    w = proj.weight.detach().to(torch.float64)
-    m = torch.tensor(mean, dtype=torch.float64, device=w.device).view(1, c, 1, 1)
-    s = torch.tensor(std, dtype=torch.float64, device=w.device).view(1, c, 1, 1)
+    device = proj.weight.device
+    w = proj.weight.detach().cpu().to(torch.float64)  # float64 on the CPU: MPS has none
+    m = torch.tensor(mean, dtype=torch.float64).view(1, c, 1, 1)
+    s = torch.tensor(std, dtype=torch.float64).view(1, c, 1, 1)
     # W((a x - m)/s) + b = (W a/s) x + (b - W m/s): a linear map absorbs the affine normalization.
     new_w = w * (scale / s)
     shift = (w * (m / s)).sum(dim=(1, 2, 3))
-    bias = proj.bias.detach().to(torch.float64) if proj.bias is not None else torch.zeros_like(shift)
-    proj.weight.copy_(new_w.to(proj.weight.dtype))
+    bias = proj.bias.detach().cpu().to(torch.float64) if proj.bias is not None else torch.zeros_like(shift)
+    proj.weight.copy_(new_w.to(device=device, dtype=proj.weight.dtype))
     if proj.bias is None:
-        proj.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=proj.weight.dtype, device=w.device))
-    proj.bias.copy_((bias - shift).to(proj.bias.dtype))
+        proj.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=proj.weight.dtype, device=device))
+    proj.bias.copy_((bias - shift).to(device=device, dtype=proj.bias.dtype))
     return out

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .training import autocast, to_device
+
+
+@contextlib.contextmanager
+def full_float32() -> Iterator[None]:
+    """Disable TF32 for matmuls and convolutions inside the block (restored afterwards).
+
+    On Ampere and newer GPUs cuDNN convolutions default to TF32 (10-bit mantissa): the patch embedding
+    would then differ by ~1e-3 between plain and encrypted inputs, and Eq. (14) could not be checked.
+    """
+    precision = torch.get_float32_matmul_precision()
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
 
 
 @torch.no_grad()
@@ -23,21 +42,19 @@ def predict(
 ) -> torch.Tensor:
     """Logits (float32, CPU) for uint8 images: preprocess, then `transform` (e.g. EncryptImages), then model.
 
-    `exact=True` turns autocast off, so comparisons such as plain vs encrypted are made in float32.
+    `exact=True` turns autocast and TF32 off, so comparisons such as plain vs encrypted are made in
+    full float32.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     preprocess = preprocess.to(device)
     out = []
-    for start in range(0, len(images), batch_size):
-        x = preprocess(to_device(images[start : start + batch_size], device))
-        if transform is not None:
-            x = transform(x)
-        if exact:
+    with full_float32() if exact else autocast(device):
+        for start in range(0, len(images), batch_size):
+            x = preprocess(to_device(images[start : start + batch_size], device))
+            if transform is not None:
+                x = transform(x)
             out.append(model(x).float().cpu())
-        else:
-            with autocast(device):
-                out.append(model(x).float().cpu())
     if not out:
         return torch.empty(0)
     return torch.cat(out)

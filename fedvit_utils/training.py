@@ -81,7 +81,9 @@ def train_epoch(
         raise ValueError("cannot train on an empty dataset: this client holds no images.")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)  # dropout / drop-path draws, if the model has any
-    loss_sum, correct = 0.0, 0
+    # Sums stay on the device: a .item() per batch would stall a GPU pipeline at every step.
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
     for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
         idx = order[start : start + batch_size]
         x = preprocess(to_device(data.images[idx], device))
@@ -89,14 +91,16 @@ def train_epoch(
         with autocast(device):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at example {start} of {n}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.item() * len(idx)
-        correct += (logits.argmax(1) == y).sum().item()
-    return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
+    mean_loss = loss_sum.item() / n
+    if not torch.isfinite(torch.tensor(mean_loss)):
+        # A diverged client: the server leaves its update out of the average.
+        raise FloatingPointError(f"training loss became {mean_loss} over {n} examples")
+    return {"loss": mean_loss, "accuracy": correct.item() / n, "n": n}
 
 
 def epoch_gradient(
