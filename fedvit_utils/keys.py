@@ -21,15 +21,15 @@ Nothing printed about a key reveals it: ``repr`` shows its shape and a short fin
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .paths import atomic_write
 
 KEY_KINDS = ("permutation", "orthogonal", "gaussian")
 FORMAT_VERSION = 1
@@ -179,26 +179,9 @@ class SecretKey:
     # -- files -------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the key to one owner-only (0600) file with a SHA-256 checksum; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = self._payload()
         arrays["checksum"] = np.frombuffer(self._digest().encode(), dtype=np.uint8)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        # Create the temp file 0600 from the start (mkstemp does), then rename atomically.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(buf.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return atomic_write(path, lambda fh: np.savez(fh, **arrays), mode=0o600)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SecretKey:

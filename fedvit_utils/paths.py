@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIGURES_DIR = PROJECT_ROOT / "figures"
@@ -48,3 +51,27 @@ def private_dir(path: str | os.PathLike) -> Path:
     p.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(p, 0o700)
     return p
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], mode: int | None = None) -> Path:
+    """Write through `write(fh)` into a temp file beside `path`, then rename over it.
+
+    A crash leaves the old file or the new one, never a torn one. The temp file is created 0600
+    (mkstemp), so secrets are never readable by others, even for a moment; `mode` sets the final mode.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

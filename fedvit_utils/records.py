@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +17,12 @@ import pandas as pd
 import torch
 
 from .evaluation import metrics_from_logits
+from .paths import atomic_write
 
 
 def save_atomic(obj: object, path: str | os.PathLike) -> Path:
     """torch.save to a temp file in the same folder, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def rng_states() -> dict:
