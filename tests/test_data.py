@@ -1,0 +1,72 @@
+"""Data: the offline JPEG copy decoded into memory, the data setting, CIFAR-100 via torchvision, preprocessing."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import vit_zoo
+
+from fedvit_utils.data import DataNotFound, Preprocess, example_image, load_dataset
+
+
+def test_imagefolder_copy_loads_in_cifar_label_order(cifar_root):
+    data = load_dataset("cifar10", "test", cifar_root, max_per_class=3)
+    assert data.images.shape == (30, 3, 32, 32) and data.images.dtype == torch.uint8
+    assert data.classes[0] == "airplane" and data.classes[9] == "truck"
+    assert data.labels.tolist() == [c for c in range(10) for _ in range(3)]
+    assert example_image(cifar_root, "test", 2).shape == (32, 32, 3)
+
+
+def test_data_setting_comes_from_the_environment(cifar_root, monkeypatch):
+    monkeypatch.setenv("FEDVIT_DATA", str(cifar_root))
+    assert len(load_dataset("cifar10", "train", max_per_class=1)) == 10
+    monkeypatch.delenv("FEDVIT_DATA")
+    with pytest.raises(DataNotFound, match="FEDVIT_DATA"):
+        load_dataset("cifar10", "train")
+
+
+def test_wrong_folder_and_bad_names(cifar_root):
+    with pytest.raises(ValueError, match="has 10 classes but cifar100 has 100"):
+        load_dataset("cifar100", "test", cifar_root, max_per_class=1)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("imagenet", "test", cifar_root)
+    with pytest.raises(ValueError, match="split"):
+        load_dataset("cifar10", "valid", cifar_root)
+
+
+def test_cifar100_through_torchvision_on_data_the_test_makes(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
+
+    # The files are ours, not the published ones: skip torchvision's md5 check of the originals.
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 200), ("test", 100)):
+        doc = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "fine_labels": [i % 100 for i in range(n)]}
+        (folder / split).write_bytes(pickle.dumps(doc))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i:02d}" for i in range(100)]}))
+    data = load_dataset("cifar100", "train", tmp_path)
+    assert data.images.shape == (200, 3, 32, 32) and len(data.classes) == 100
+    first = torch.from_numpy(pickle.loads((folder / "train").read_bytes())["data"][0].reshape(3, 32, 32))
+    assert torch.equal(data.images[0], first)
+    assert len(load_dataset("cifar100", "test", tmp_path, max_per_class=1)) == 100
+
+
+def test_preprocess_follows_the_models_config():
+    model = vit_zoo.make("small32_p8")
+    pre = Preprocess.for_model(model)
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    from fedvit_utils.models import data_config
+
+    cfg = data_config(model)
+    mean, std = torch.tensor(cfg["mean"]).view(1, 3, 1, 1), torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    expected = (x.float() / 255 - mean) / std
+    torch.testing.assert_close(pre(x), expected)
+    big = Preprocess((64, 64), (0.5,) * 3, (0.5,) * 3)
+    assert big(x).shape == (2, 3, 64, 64)
+    with pytest.raises(TypeError, match="uint8"):
+        pre(x.float())
