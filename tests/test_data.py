@@ -6,10 +6,13 @@ import pickle
 
 import numpy as np
 import pytest
+import timm
 import torch
+import torch.nn.functional as F
 import vit_zoo
 
 from fedvit_utils.data import DataNotFound, Preprocess, example_image, load_dataset
+from fedvit_utils.models import data_config
 
 
 def test_imagefolder_copy_loads_in_cifar_label_order(cifar_root):
@@ -60,13 +63,25 @@ def test_preprocess_follows_the_models_config():
     model = vit_zoo.make("small32_p8")
     pre = Preprocess.for_model(model)
     x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    from fedvit_utils.models import data_config
-
     cfg = data_config(model)
     mean, std = torch.tensor(cfg["mean"]).view(1, 3, 1, 1), torch.tensor(cfg["std"]).view(1, 3, 1, 1)
-    expected = (x.float() / 255 - mean) / std
-    torch.testing.assert_close(pre(x), expected)
-    big = Preprocess((64, 64), (0.5,) * 3, (0.5,) * 3)
-    assert big(x).shape == (2, 3, 64, 64)
+    assert not torch.equal(mean, torch.zeros_like(mean))  # a real normalization, not the identity
+    out = pre(x)
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(out, (x.float() / 255 - mean) / std)
     with pytest.raises(TypeError, match="uint8"):
         pre(x.float())
+
+
+def test_preprocess_resizes_to_the_models_input():
+    model = timm.create_model("vit_tiny_patch16_224", img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2)
+    pre = Preprocess.for_model(model)
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    out = pre(x)
+    assert out.shape == (2, 3, 64, 64) and out.dtype == torch.float32
+    cfg = data_config(model)
+    mean, std = torch.tensor(cfg["mean"]).view(1, 3, 1, 1), torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    up = F.interpolate(x.float() / 255, size=(64, 64), mode=cfg["interpolation"], align_corners=False).clamp(0, 1)
+    torch.testing.assert_close(out, (up - mean) / std)
+    model.eval()
+    assert model(out).shape == (2, model.num_classes)  # the model takes what Preprocess gives it

@@ -27,15 +27,29 @@ def test_identical_states_come_back_unchanged():
 
 
 def test_streams_pairs_from_a_generator_one_at_a_time():
+    # One buffer, overwritten in place before each yield (as a client reusing its memory would): only a
+    # fedavg that folds each update in before pulling the next gets the mean of 0..9; one that first
+    # collects the iterator would average ten views of the last update (9.0).
+    shared = {"w": torch.zeros(3)}
     pulled = []
 
     def updates():
         for i in range(10):
             pulled.append(i)
-            yield {"w": torch.full((3,), float(i))}, 1
+            shared["w"].fill_(float(i))
+            yield shared, 1
 
     out = fedavg(updates())
-    assert pulled == list(range(10)) and torch.allclose(out["w"], torch.full((3,), 4.5))
+    assert pulled == list(range(10))
+    torch.testing.assert_close(out["w"], torch.full((3,), 4.5))
+    assert out["w"] is not shared["w"]
+
+
+def test_low_precision_states_come_back_in_their_dtype():
+    for dtype in (torch.float16, torch.bfloat16):
+        a, b = torch.tensor([1.0, 2.0], dtype=dtype), torch.tensor([2.0, 4.0], dtype=dtype)
+        out = fedavg([({"w": a}, 1), ({"w": b}, 1)])
+        assert out["w"].dtype == dtype and torch.equal(out["w"], torch.tensor([1.5, 3.0], dtype=dtype))
 
 
 def test_accumulates_in_float64():

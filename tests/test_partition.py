@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -51,5 +53,8 @@ def test_record_round_trip_and_plot(tmp_path):
     splits, meta = load_partition(path)
     assert meta == {"partition_seed": 1}
     assert all(np.array_equal(a, b) for a, b in zip(splits["train"], clients, strict=True))
+    assert all(c.dtype == np.int64 for c in splits["train"])
+    counts = json.loads(path.read_text())["splits"]["train"]["class_counts"]
+    assert counts == class_counts(splits["train"], LABELS, 10).tolist() == [[10] * 10] * 4
     fig = plot_class_counts(class_counts(clients, LABELS, 10), [str(i) for i in range(10)])
     assert len(fig.axes[0].containers) == 10

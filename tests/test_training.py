@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import pandas as pd
 import pytest
@@ -15,6 +14,16 @@ from fedvit_utils.baseline import run_centralized
 from fedvit_utils.profiles import load_profile
 from fedvit_utils.server import run_federated, select_clients
 from fedvit_utils.task import build_model, load_task
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Smoke models are tiny: one thread is fastest, and two threads beside another torch process on a
+    # 2-core machine spin-wait each other (a 1 s run then takes a minute).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _task(tmp_path, cifar_root, name="run", **overrides):
@@ -51,9 +60,14 @@ def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_path, cifar
 
 
 def test_resume_refuses_other_settings(tmp_path, cifar_root):
-    run_federated(_task(tmp_path, cifar_root), progress=False, stop_after=1)
-    with pytest.raises(ValueError, match="other settings"):
+    out = run_federated(_task(tmp_path, cifar_root), progress=False, stop_after=1)
+    with pytest.raises(ValueError, match="other settings") as err:
         run_federated(_task(tmp_path, cifar_root, lr=0.5), progress=False)
+    assert str(out / "checkpoint.pt") in str(err.value) and "'lr'" in str(err.value)
+    base = run_centralized(_task(tmp_path, cifar_root, "c"), progress=False, stop_after=1)
+    with pytest.raises(ValueError, match="training_seed"):
+        run_centralized(_task(tmp_path, cifar_root, "c", training_seed=7), progress=False)
+    assert torch.load(base / "checkpoint.pt", weights_only=False)["epoch"] == 1  # the old run is left intact
 
 
 def test_failing_and_diverging_clients_are_left_out(tmp_path, cifar_root, monkeypatch):
@@ -68,11 +82,11 @@ def test_failing_and_diverging_clients_are_left_out(tmp_path, cifar_root, monkey
         return update, n, metrics
 
     monkeypatch.setattr(client_role, "fit", flaky)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with pytest.warns(UserWarning, match="client 5") as caught5, pytest.warns(UserWarning, match="client 3") as caught:
         out = run_federated(_task(tmp_path, cifar_root), progress=False)
-    text = " ".join(str(w.message) for w in caught)
+    text = " ".join(str(w.message) for w in [*caught, *caught5])
     assert "client 3 failed (RuntimeError: disk full)" in text and "client 5 sent a non-finite update" in text
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["round"] == 2
     weights = _weights(out)
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
     trained = pd.read_csv(out / "history.csv").query("model == 'local-train'")
@@ -93,6 +107,11 @@ def test_history_covers_every_model_and_client(tmp_path, cifar_root):
     h = pd.read_csv(out / "history.csv")
     assert set(h["model"]) == {"global", "local", "local-train"}
     assert set(h.query("model == 'global'")["client"].astype(str)) == {"all", *map(str, range(10))}
+    for name in ("local", "local-train"):
+        assert set(h[h["model"] == name]["client"].astype(str)) == set(map(str, range(10)))
+    assert len(h.query("model == 'global'")) == 2 * 11  # two rounds x (all + 10 clients)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["partition_seed"], metrics["training_seed"]) == (0, 0)
 
 
 def test_command_line_trains_both_models(tmp_path, cifar_root):
