@@ -77,6 +77,40 @@ def partition(
     return clients
 
 
+def partition_like(
+    labels: np.ndarray, reference: np.ndarray, samples_per_client: int, seed: int = 0
+) -> list[np.ndarray]:
+    """Disjoint splits whose class mix follows `reference` (clients x classes counts), e.g. test like train.
+
+    A non-IID client's test images must come from the classes it holds, or its local accuracy
+    measures the wrong thing.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    if reference.shape[1] != len(classes):
+        raise ValueError(f"reference has {reference.shape[1]} classes, the labels {len(classes)}.")
+    if samples_per_client * len(reference) > len(labels):
+        raise ValueError(f"{len(reference)} x {samples_per_client} > {len(labels)} labels: lower samples_per_client.")
+    pools = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in classes}
+    clients = []
+    for counts in reference:
+        share = counts / counts.sum()
+        want = np.floor(share * samples_per_client).astype(int)
+        want[np.argsort(-(share * samples_per_client - want))[: samples_per_client - want.sum()]] += 1
+        idx = []
+        for c, w in zip(classes, want, strict=True):
+            idx += [pools[c].pop() for _ in range(min(w, len(pools[c])))]
+        for c in classes[np.argsort(-share)]:  # a class ran dry: top up from the client's other classes
+            while len(idx) < samples_per_client and pools[c]:
+                idx.append(pools[c].pop())
+        for c in classes:
+            while len(idx) < samples_per_client and pools[c]:
+                idx.append(pools[c].pop())
+        clients.append(np.sort(np.asarray(idx, dtype=np.int64)))
+    return clients
+
+
 def class_counts(clients: list[np.ndarray], labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Table (clients x classes) of how many images of each class each client holds."""
     labels = np.asarray(labels)

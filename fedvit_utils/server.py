@@ -49,15 +49,15 @@ def run_federated(task: Task, progress: bool = True, resume: bool = True, stop_a
     preprocess = Preprocess.for_model(model).to(device)
     server_opt = make_optimizer(model, p.lr, p.momentum, p.weight_decay) if p.aggregation == "fedsgd" else None
     settings = _settings(task)
-    start, history, seconds = 0, [], 0.0
+    start, history, seconds, images = 0, [], 0.0, 0
     ckpt = load_checkpoint(out / "checkpoint.pt", settings) if resume else None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         start, history, seconds = ckpt["round"], ckpt["history"], ckpt["seconds"]
+        images = ckpt.get("images", 0)
         if server_opt is not None:
             server_opt.load_state_dict(ckpt["server_optimizer"])
         set_rng_states(ckpt["rng"])
-    images_seen = sum(len(task.client_train[c]) for c in range(p.num_clients)) * p.local_epochs
     last = p.rounds if stop_after is None else min(p.rounds, stop_after)
     for rnd in tqdm(range(start, last), desc="rounds", disable=not progress, initial=start, total=p.rounds):
         tic = time.perf_counter()
@@ -78,17 +78,19 @@ def run_federated(task: Task, progress: bool = True, resume: bool = True, stop_a
         elif integrated is not None:
             model.load_state_dict(integrated)
         seconds += time.perf_counter() - tic
+        # Count what was really trained: sampled clients only, failed ones excluded.
+        images += sum(r["n"] for r in local_rows if r["model"] == "local-train") * p.local_epochs
         logits = predict(model, task.test.images, preprocess, p.eval_batch_size, device)
         history += client_rows(logits, task.test.labels, task.client_test, round=rnd + 1, model="global")
         history += local_rows
         save_atomic(
-            {"round": rnd + 1, "model": model.state_dict(), "history": history, "seconds": seconds,
+            {"round": rnd + 1, "model": model.state_dict(), "history": history, "seconds": seconds, "images": images,
              "server_optimizer": server_opt.state_dict() if server_opt else None, "rng": rng_states(),
              "settings": settings},
             out / "checkpoint.pt",
         )
         write_history(out, history, {"settings": settings, **task.seeds(), "rounds_done": rnd + 1,
-                                     "train_seconds": seconds, "train_images_per_s": images_seen * (rnd + 1) / seconds})
+                                     "train_seconds": seconds, "train_images_per_s": images / seconds})
     if last == p.rounds:
         save_atomic(model.state_dict(), out / "model.pt")
     return out

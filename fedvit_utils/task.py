@@ -62,13 +62,16 @@ def load_task(profile: Profile, dataset: str, run_dir: str | os.PathLike, data_r
         if meta != json.loads(json.dumps(settings)):
             raise ValueError(f"{path} was made with other settings {meta}; use a new run folder for {settings}.")
     else:
-        splits = {
-            "train": part.partition(train.labels.numpy(), p.num_clients, p.partition_scheme, p.train_per_client,
-                                    p.dirichlet_alpha, p.partition_seed),
-            # The test split has its own seed stream so changing test sizes never reshuffles training data.
-            "test": part.partition(test.labels.numpy(), p.num_clients, p.partition_scheme, p.test_per_client,
-                                   p.dirichlet_alpha, derive_seed(p.partition_seed, "test") % 2**32),
-        }
+        train_split = part.partition(train.labels.numpy(), p.num_clients, p.partition_scheme, p.train_per_client,
+                                     p.dirichlet_alpha, p.partition_seed)
+        # The test split has its own seed stream so changing test sizes never reshuffles training data.
+        test_seed = derive_seed(p.partition_seed, "test") % 2**32
+        if p.partition_scheme == "iid":
+            test_split = part.partition(test.labels.numpy(), p.num_clients, "iid", p.test_per_client, seed=test_seed)
+        else:  # non-IID: each client's test images follow its own class mix
+            mix = part.class_counts(train_split, train.labels.numpy(), len(train.classes))
+            test_split = part.partition_like(test.labels.numpy(), mix, p.test_per_client, test_seed)
+        splits = {"train": train_split, "test": test_split}
         part.save_partition(path, splits, {"train": train.labels.numpy(), "test": test.labels.numpy()},
                             len(train.classes), **settings)
     return Task(p, dataset, train, test, splits["train"], splits["test"], resolve_device(p.device), out)

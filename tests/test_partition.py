@@ -58,3 +58,18 @@ def test_record_round_trip_and_plot(tmp_path):
     assert counts == class_counts(splits["train"], LABELS, 10).tolist() == [[10] * 10] * 4
     fig = plot_class_counts(class_counts(clients, LABELS, 10), [str(i) for i in range(10)])
     assert len(fig.axes[0].containers) == 10
+
+
+def test_non_iid_test_split_follows_each_clients_class_mix():
+    from fedvit_utils.partition import partition_like
+
+    train = partition(LABELS, 10, "dirichlet", 2000, alpha=0.1, seed=0)
+    mix = class_counts(train, LABELS, 10)
+    test_labels = np.repeat(np.arange(10), 1000)
+    test = partition_like(test_labels, mix, 200, seed=1)
+    test_mix = class_counts(test, test_labels, 10)
+    assert (test_mix.sum(1) == 200).all()
+    assert (test_mix.argmax(1) == mix.argmax(1)).all()
+    assert np.abs(test_mix / 200 - mix / 2000).max() < 0.05
+    joined = np.concatenate(test)
+    assert len(np.unique(joined)) == len(joined)

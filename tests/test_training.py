@@ -119,3 +119,10 @@ def test_command_line_trains_both_models(tmp_path, cifar_root):
           "--no-progress"])
     assert (tmp_path / "cli" / "cifar10" / "federated" / "model.pt").exists()
     assert (tmp_path / "cli" / "cifar10" / "centralized" / "model.pt").exists()
+
+
+def test_throughput_counts_only_images_really_trained(tmp_path, cifar_root):
+    out = run_federated(_task(tmp_path, cifar_root, clients_per_round=2), progress=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    trained = 2 * 2 * 20  # rounds x sampled clients x images per client
+    assert metrics["train_images_per_s"] == pytest.approx(trained / metrics["train_seconds"])
