@@ -4,7 +4,7 @@ PYTHON  ?= python3
 VENV    ?= .venv
 # Where the data lives is a setting: override with `make study DATA=/path/to/cifar10-jpeg`.
 DATA    ?= $(abspath ../shared/data/cifar10-jpeg)
-PROFILE ?= default
+PROFILE ?= quick
 RUN     ?= runs/$(PROFILE)
 BIN      = $(VENV)/bin
 

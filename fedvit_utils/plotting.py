@@ -6,6 +6,8 @@ display it and save it, and tests can inspect it.
 
 from __future__ import annotations
 
+import textwrap
+
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -33,5 +35,5 @@ def accuracy_curves(federated: pd.DataFrame, centralized: pd.DataFrame | None, t
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(title, fontsize=8)
+    ax.set_title(textwrap.fill(title, 95), fontsize=8)  # labels name profile, data and hardware: long
     return fig

@@ -89,16 +89,13 @@ def run_study(
         json.dumps({"profile": name, "hardware": hardware(), "seconds": timings}, indent=2)
     )
     if publish:
-        publish_results(out)
+        publish_results(out, name)
     return out
 
 
-def publish_results(run: Path) -> list[Path]:
-    """Copy a run's figures and tables (run/figures/*) to the project's figures/ folder."""
-    src = Path(run) / "figures"
-    paths.FIGURES_DIR.mkdir(exist_ok=True)
-    copied = []
-    for f in sorted(src.glob("*")):
-        if f.is_file():
-            copied.append(Path(shutil.copy2(f, paths.FIGURES_DIR / f.name)))
-    return copied
+def publish_results(run: Path, profile: str) -> list[Path]:
+    """Copy a run's figures and tables (run/figures/*) and study.json to figures/<profile>/."""
+    dest = paths.FIGURES_DIR / profile
+    dest.mkdir(parents=True, exist_ok=True)
+    files = [f for f in sorted((Path(run) / "figures").glob("*")) if f.is_file()] + [Path(run) / "study.json"]
+    return [Path(shutil.copy2(f, dest / f.name)) for f in files if f.exists()]

@@ -99,6 +99,8 @@ def to_markdown(table: pd.DataFrame, caption: str) -> str:
     def fmt(v: object) -> str:
         if v is None or (isinstance(v, float) and np.isnan(v)):
             return "—"
+        if isinstance(v, float) and v.is_integer() and abs(v) >= 2:  # counts (n_test) stay integers
+            return str(int(v))
         if isinstance(v, float):
             return f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.3f}"
         return str(v)
