@@ -55,3 +55,10 @@ def test_notebooks_only_call_the_package(nb):
         src = "".join(cell["source"])
         assert "\ndef " not in "\n" + src and "\nclass " not in "\n" + src, "define logic in fedvit_utils"
         assert "../" not in src, "no relative project paths in notebooks; use fedvit_utils.paths"
+
+
+def test_the_default_study_profile_has_a_parameter_file():
+    makefile = (paths.PROJECT_ROOT / "Makefile").read_text()
+    default = makefile.split("PROFILE ?=")[1].split()[0]
+    assert (paths.PARAMS_DIR / f"{default}.yaml").is_file(), f"make study would look for params/{default}.yaml"
+    assert study.profile_parameters(default)["profile"] == default
