@@ -35,6 +35,7 @@ lint: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_encryption.py
+	$(BIN)/python benchmarks/bench_federated.py
 
 clean:
 	rm -rf runs .pytest_cache
