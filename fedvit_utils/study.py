@@ -85,9 +85,10 @@ def run_study(
         timings[nb.stem] = round(time.monotonic() - start, 1)
         if progress:
             print(f"[study] {nb.name} done in {timings[nb.stem]:.0f} s", flush=True)
-    (out / "study.json").write_text(
-        json.dumps({"profile": name, "hardware": hardware(), "seconds": timings}, indent=2)
-    )
+    record = out / "study.json"
+    if only and record.exists():  # a partial rerun keeps the other notebooks' timings
+        timings = {**json.loads(record.read_text()).get("seconds", {}), **timings}
+    record.write_text(json.dumps({"profile": name, "hardware": hardware(), "seconds": timings}, indent=2))
     if publish:
         publish_results(out, name)
     return out
