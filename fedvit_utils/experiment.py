@@ -9,6 +9,7 @@ folder (git-ignored); only fingerprints are ever shown or recorded.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,26 @@ DATA_NOTE = "CIFAR-10 lossy JPEG copy (q75), not the original"
 def study_profile(profile: str, partition_seed: int, training_seed: int, key_seed: int) -> Profile:
     """The named profile with the notebook's seeds (one seed per concern)."""
     return load_profile(profile, partition_seed=partition_seed, training_seed=training_seed, key_seed=key_seed)
+
+
+@dataclass
+class Study:
+    """What every study notebook starts from: settings, run folder, figures folder, tasks, hardware."""
+
+    cfg: Profile
+    run: Path
+    figures: Path
+    tasks: list[Task]
+    hardware: str
+
+
+def setup(profile: str, run_dir, data_root, partition_seed: int, training_seed: int, key_seed: int) -> Study:
+    """Resolve a notebook's parameters into a Study (data loaded, partition recorded)."""
+    from .study import hardware
+
+    cfg = study_profile(profile, partition_seed, training_seed, key_seed)
+    run = paths.run_dir(profile, run_dir)
+    return Study(cfg, run, paths.run_figures(run), tasks(cfg, run, data_root), hardware())
 
 
 def tasks(profile: Profile, run: Path, data_root=None) -> list[Task]:

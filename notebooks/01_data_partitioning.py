@@ -26,13 +26,10 @@ dirichlet_alpha = 0.5  # Dirichlet concentration of the non-IID illustration; sm
 # %%
 from IPython.display import display
 
-from fedvit_utils import experiment, partition, paths, study
+from fedvit_utils import experiment, partition
 
-cfg = experiment.study_profile(profile, partition_seed, training_seed, key_seed)
-run = paths.run_dir(profile, run_dir)
-figures = paths.run_figures(run)
-tasks = experiment.tasks(cfg, run, data_root)
-hardware = study.hardware()
+s = experiment.setup(profile, run_dir, data_root, partition_seed, training_seed, key_seed)
+cfg, run, figures, tasks, hardware = s.cfg, s.run, s.figures, s.tasks, s.hardware
 
 # %%
 for task in tasks:

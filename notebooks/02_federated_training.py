@@ -27,13 +27,10 @@ progress = True  # tqdm progress bars
 # %%
 from IPython.display import display
 
-from fedvit_utils import baseline, experiment, paths, plotting, records, server, study
+from fedvit_utils import baseline, experiment, plotting, records, server
 
-cfg = experiment.study_profile(profile, partition_seed, training_seed, key_seed)
-run = paths.run_dir(profile, run_dir)
-figures = paths.run_figures(run)
-tasks = experiment.tasks(cfg, run, data_root)
-hardware = study.hardware()
+s = experiment.setup(profile, run_dir, data_root, partition_seed, training_seed, key_seed)
+cfg, run, figures, tasks, hardware = s.cfg, s.run, s.figures, s.tasks, s.hardware
 
 # %%
 for task in tasks:

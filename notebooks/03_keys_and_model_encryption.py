@@ -31,11 +31,10 @@ key_seed = 0  # seed of the clients' demo keys (a published seed makes a public 
 # %%
 from IPython.display import display
 
-from fedvit_utils import baseline, experiment, paths
+from fedvit_utils import baseline, experiment
 
-cfg = experiment.study_profile(profile, partition_seed, training_seed, key_seed)
-run = paths.run_dir(profile, run_dir)
-tasks = experiment.tasks(cfg, run, data_root)
+s = experiment.setup(profile, run_dir, data_root, partition_seed, training_seed, key_seed)
+cfg, tasks = s.cfg, s.tasks
 
 # %%
 for task in tasks:

@@ -26,13 +26,10 @@ key_seed = 0  # seed of the clients' demo keys (a published seed makes a public 
 # %%
 import pandas as pd
 
-from fedvit_utils import baseline, experiment, paths, study, tables
+from fedvit_utils import baseline, experiment, tables
 
-cfg = experiment.study_profile(profile, partition_seed, training_seed, key_seed)
-run = paths.run_dir(profile, run_dir)
-figures = paths.run_figures(run)
-tasks = experiment.tasks(cfg, run, data_root)
-hardware = study.hardware()
+s = experiment.setup(profile, run_dir, data_root, partition_seed, training_seed, key_seed)
+cfg, run, figures, tasks, hardware = s.cfg, s.run, s.figures, s.tasks, s.hardware
 
 # %%
 rows, per_client = [], []

@@ -37,16 +37,13 @@ n_unseen = 4  # CIFAR images decrypted with the recovered key; needs n_images of
 # %%
 from IPython.display import Markdown, display
 
-from fedvit_utils import attacks, baseline, experiment, metrics, models, paths, study
+from fedvit_utils import attacks, baseline, experiment, metrics, models, paths
 from fedvit_utils.data import Preprocess
 
-cfg = experiment.study_profile(profile, partition_seed, training_seed, key_seed)
-run = paths.run_dir(profile, run_dir)
-figures = paths.run_figures(run)
-task = experiment.tasks(cfg, run, data_root)[0]
+s = experiment.setup(profile, run_dir, data_root, partition_seed, training_seed, key_seed)
+cfg, run, figures, task, hardware = s.cfg, s.run, s.figures, s.tasks[0], s.hardware
 model = baseline.load_trained(task, "federated").cpu()
 p = models.patch_size(model)
-hardware = study.hardware()
 cifar_label = f"CIFAR-10 test ({experiment.DATA_NOTE})"
 cifar, _ = metrics.sample_imagefolder(paths.data_root(data_root), n_images, "test", security_seed)
 photos = metrics.photographs(224)
