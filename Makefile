@@ -2,13 +2,16 @@
 # Both create (or reuse) the virtual environment first.
 PYTHON  ?= python3
 VENV    ?= .venv
-# Where the data lives is a setting: override with `make study DATA=/path/to/cifar10-jpeg`.
-DATA    ?= $(abspath ../shared/data/cifar10-jpeg)
+# Where the data lives is a setting (see fedvit_utils/paths.py): `make study DATA=/path/to/cifar10-jpeg`,
+# else $FEDVIT_DATA, else pyproject.toml's [tool.fedvit] data_root.
+DATA    ?=
 PROFILE ?= quick
 RUN     ?= runs/$(PROFILE)
 BIN      = $(VENV)/bin
 
-export FEDVIT_DATA ?= $(DATA)
+ifneq ($(DATA),)
+export FEDVIT_DATA := $(abspath $(DATA))
+endif
 export MPLBACKEND = Agg
 export PYTHONHASHSEED = 0
 

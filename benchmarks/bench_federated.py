@@ -22,11 +22,10 @@ import numpy as np
 import timm
 import torch
 
-from fedvit_utils import client as client_role
 from fedvit_utils.data import ImageData, Preprocess
-from fedvit_utils.federated import fedavg
+from fedvit_utils.federated.aggregation import fedavg
+from fedvit_utils.federated.client import LocalTraining
 from fedvit_utils.profiles import PROFILES
-from fedvit_utils.training import make_optimizer, train_epoch
 
 
 def _vmhwm_bytes() -> int:
@@ -81,21 +80,20 @@ def round_vs_epoch(per_client: int, repeats: int) -> tuple[float, float, float]:
     data = ImageData(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
                      torch.randint(0, 10, (n,), generator=g), [str(i) for i in range(10)], "synthetic")
     splits = np.array_split(np.arange(n), 10)
-    cpu = torch.device("cpu")
+    trainer = LocalTraining.from_profile(profile, pre, torch.device("cpu"))
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
 
     def fed_round() -> None:
         def updates():
             for c, idx in enumerate(splits):
-                state, count, _ = client_role.fit(model, global_state, data.subset(idx), pre, profile, 0, c, cpu)
-                yield state, count
+                update = trainer.fit(model, global_state, data.subset(idx), 0, c)
+                yield update.state, update.num_examples
 
         model.load_state_dict(fedavg(updates()))
 
     def central_epoch() -> None:
         model.load_state_dict(global_state)
-        opt = make_optimizer(model, profile.lr, profile.momentum)
-        train_epoch(model, data, pre, opt, profile.batch_size, 0, cpu)
+        trainer.epoch(model, trainer.optimizer(model), data, 0)
 
     fed, central = [], []
     central_epoch()  # warm-up
@@ -117,10 +115,12 @@ def train_throughput(batch: int, images: int = 960) -> float:
     pre = Preprocess.for_model(model)
     data = ImageData(torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8),
                      torch.randint(0, 10, (images,)), [str(i) for i in range(10)], "synthetic")
-    opt = make_optimizer(model, profile.lr, profile.momentum)
-    train_epoch(model, data.subset(np.arange(64)), pre, opt, batch, 0, torch.device("cpu"))  # warm-up
+    trainer = LocalTraining.from_profile(profile, pre, torch.device("cpu"))
+    trainer.batch_size = batch
+    opt = trainer.optimizer(model)
+    trainer.epoch(model, opt, data.subset(np.arange(64)), 0)  # warm-up
     t = time.perf_counter()
-    train_epoch(model, data, pre, opt, batch, 1, torch.device("cpu"))
+    trainer.epoch(model, opt, data, 1)
     return images / (time.perf_counter() - t)
 
 

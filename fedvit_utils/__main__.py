@@ -9,26 +9,28 @@ from . import paths
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .baseline import run_centralized
-    from .profiles import load_profile
-    from .server import run_federated
-    from .task import load_task
+    from .study.run import StudyRun
 
-    profile = load_profile(args.profile)
-    run = paths.run_dir(profile.name, args.run_dir)
-    for dataset in args.datasets or profile.datasets:
-        task = load_task(profile, dataset, run, args.data)
-        print(f"[train] {profile.name}/{dataset}: {len(task.client_train)} clients, device {task.device}", flush=True)
+    run = StudyRun.open(args.profile, args.run_dir, args.data)
+    for dataset in args.datasets or run.profile.datasets:
+        data = run.write_partition(dataset)  # the same writer as notebook 01; kept if already recorded
+        print(f"[train] {run.profile.name}/{dataset}: {data.num_clients} clients, device {run.device}", flush=True)
+        out = run.dataset_dir(dataset)
         if not args.baseline_only:
-            out = run_federated(task, progress=not args.no_progress, resume=not args.restart)
-            print(f"[train] federated -> {out}")
+            from .federated.server import run_federated
+
+            run_federated(run.profile, data, out / "federated", run.device, not args.no_progress, not args.restart)
+            print(f"[train] federated -> {out / 'federated'}")
         if not args.federated_only:
-            out = run_centralized(task, progress=not args.no_progress, resume=not args.restart)
-            print(f"[train] baseline -> {out}")
+            from .federated.centralized import run_centralized
+
+            run_centralized(run.profile, data, out / "centralized", run.device, not args.no_progress,
+                            not args.restart)
+            print(f"[train] baseline -> {out / 'centralized'}")
 
 
 def _study(args: argparse.Namespace) -> None:
-    from .study import NotebookFailed, run_study
+    from .study.runner import NotebookFailed, run_study
 
     try:
         out = run_study(args.profile, args.run_dir, args.data, publish=args.publish, only=args.only)
@@ -41,10 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen command."""
     ap = argparse.ArgumentParser(prog="python -m fedvit_utils", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
+    profile_help = "smoke | quick | cpu | paper, or a YAML file (base: <profile> plus changes)"
     t = sub.add_parser("train", help="federated run and centralized baseline for a profile")
-    t.add_argument("--profile", default="smoke", help="smoke | quick | cpu | paper, or a YAML file")
+    t.add_argument("--profile", default="smoke", help=profile_help)
     t.add_argument("--run-dir", default=None, help="run folder (default runs/<profile>)")
-    t.add_argument("--data", default=None, help=f"data folder (default ${paths.DATA_ENV})")
+    t.add_argument("--data", default=None, help=f"data folder (default ${paths.DATA_ENV}, then the project's)")
     t.add_argument("--datasets", nargs="*", help="override the profile's datasets")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--restart", action="store_true", help="ignore existing checkpoints")
@@ -52,12 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--baseline-only", action="store_true")
     t.set_defaults(func=_train)
     s = sub.add_parser("study", help="run the notebooks in order with papermill")
-    s.add_argument("--profile", default="quick", help="parameter file notebooks/params/<profile>.yaml")
+    s.add_argument("--profile", default="quick", help=profile_help)
     s.add_argument("--run-dir", default=None)
     s.add_argument("--data", default=None)
     s.add_argument("--only", nargs="*", help="run only notebooks whose names start with these")
     s.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
-                   help="copy figures to figures/ (default: yes except for smoke)")
+                   help="copy figures to figures/<profile>/ (default: yes except for smoke)")
     s.set_defaults(func=_study)
     args = ap.parse_args(argv)
     args.func(args)

@@ -119,7 +119,7 @@ def load_dataset(
         return data
     if root is None and not download:
         raise DataNotFound(_missing_message(name, None))
-    data = load_torchvision_cifar(name, root or paths.RUNS_DIR / "data", split, download)
+    data = load_torchvision_cifar(name, root or paths.runs_dir() / "data", split, download)
     if max_per_class is not None:
         labels = data.labels.numpy()
         keep = np.concatenate([np.flatnonzero(labels == c)[:max_per_class] for c in range(len(data.classes))])
@@ -127,10 +127,44 @@ def load_dataset(
     return data
 
 
+def sample_images(data: ImageData, n: int, seed: int = 0) -> ImageData:
+    """`n` images drawn at random (seeded, without replacement) from `data`, in draw order."""
+    if n > len(data):
+        raise ValueError(f"asked for {n} images but {data.source} holds {len(data)}: lower the number.")
+    return data.subset(np.random.default_rng(seed).choice(len(data), size=n, replace=False))
+
+
 def example_image(data_root: str | os.PathLike | None = None, split: str = "test", index: int = 0) -> np.ndarray:
-    """One CIFAR-10 image as RGB uint8 (H, W, 3), the `index`-th of the first class folder."""
+    """One CIFAR-10 image as RGB uint8 (H, W, 3), the `index`-th of the first class."""
     data = load_dataset("cifar10", split, data_root, max_per_class=index + 1)
     return data.images[index].permute(1, 2, 0).numpy()
+
+
+PHOTOS = ("astronaut", "coffee", "chelsea")
+
+
+def photographs(names: tuple[str, ...] | list[str] = PHOTOS, size: int = 224) -> torch.Tensor:
+    """scikit-image photographs, centre-cropped square and resized (bicubic): uint8 (n, 3, size, size)."""
+    import skimage.data
+
+    out = []
+    for name in names:
+        if name not in PHOTOS:
+            raise ValueError(f"unknown photo {name!r}; choose one of {PHOTOS}.")
+        img = getattr(skimage.data, name)()[..., :3]
+        h, w = img.shape[:2]
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        crop = Image.fromarray(img[top : top + s, left : left + s])
+        out.append(np.asarray(crop.resize((size, size), Image.BICUBIC)))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (0..255) as float32 in [0, 1]."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images (0..255), got {images.dtype}.")
+    return images.float() / 255.0
 
 
 class Preprocess(nn.Module):

@@ -1,53 +1,48 @@
-"""Predictions and accuracy, with an optional transform (e.g. image encryption) after preprocessing."""
+"""Predictions and accuracy, and the per-client check of the paper's central claim (Eq. 14).
+
+`predict` runs uint8 images through the model's preprocessing, then an optional transform (image
+encryption comes here, after normalization), then the model. `encryption_check` is step 3 of the
+paper's Fig. 1 for every client: its encrypted copy of the integrated model (Eq. 3, 8) on its own
+test images encrypted with the same key (Eq. 12), against the plain model on plain images.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .training import autocast, to_device
+from .devices import autocast, full_float32, to_device
+from .encryption import EncryptImages
+from .keys import SecretKey
+from .model_encryption import encrypt_model
 
-
-@contextlib.contextmanager
-def full_float32() -> Iterator[None]:
-    """Disable TF32 for matmuls and convolutions inside the block (restored afterwards).
-
-    On Ampere and newer GPUs cuDNN convolutions default to TF32 (10-bit mantissa): the patch embedding
-    would then differ by ~1e-3 between plain and encrypted inputs, and Eq. (14) could not be checked.
-    """
-    precision = torch.get_float32_matmul_precision()
-    cudnn_tf32 = torch.backends.cudnn.allow_tf32
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(precision)
-        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
 def predict(
     model: nn.Module,
     images: torch.Tensor,
-    preprocess: nn.Module,
+    preprocess: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int = 256,
     device: torch.device | str | None = None,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    transform: Transform | None = None,
     exact: bool = False,
 ) -> torch.Tensor:
-    """Logits (float32, CPU) for uint8 images: preprocess, then `transform` (e.g. EncryptImages), then model.
+    """Logits (float32, CPU): preprocess each batch, then `transform` (e.g. EncryptImages), then the model.
 
     `exact=True` turns autocast and TF32 off, so comparisons such as plain vs encrypted are made in
     full float32.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    preprocess = preprocess.to(device)
+    if isinstance(preprocess, nn.Module):
+        preprocess = preprocess.to(device)
     out = []
     with full_float32() if exact else autocast(device):
         for start in range(0, len(images), batch_size):
@@ -65,20 +60,58 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict[str,
     if len(labels) == 0:
         return {"accuracy": float("nan"), "loss": float("nan"), "n": 0}
     return {
-        "accuracy": (logits.argmax(1) == labels).float().mean().item(),
+        "accuracy": accuracy(logits, labels),
         "loss": F.cross_entropy(logits, labels).item(),
         "n": len(labels),
     }
 
 
-def evaluate(
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of logits (n, classes) against labels (n,)."""
+    if len(logits) != len(labels):
+        raise ValueError(f"{len(logits)} predictions but {len(labels)} labels.")
+    return (logits.argmax(-1).cpu() == labels.cpu()).float().mean().item()
+
+
+Predict = Callable[..., torch.Tensor]  # (model, uint8 images, transform=None) -> logits
+
+
+def exact_predictor(preprocess: Callable, batch_size: int, device: torch.device) -> Predict:
+    """`predict` in full float32 with fixed preprocessing, batch size and device."""
+
+    def run(model: nn.Module, images: torch.Tensor, transform: Transform | None = None) -> torch.Tensor:
+        return predict(model, images, preprocess, batch_size, device, transform, exact=True)
+
+    return run
+
+
+def encryption_check(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    preprocess: nn.Module,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> dict[str, float]:
-    """Accuracy and loss of `model` on uint8 `images` (optionally transformed after preprocessing)."""
-    return metrics_from_logits(predict(model, images, preprocess, batch_size, device, transform), labels)
+    client_indices: Sequence[np.ndarray],
+    keys: Sequence[SecretKey],
+    predict: Predict,
+) -> pd.DataFrame:
+    """One row per client: its encrypted model on its encrypted test images against the plain path (Eq. 14)."""
+    if len(keys) != len(client_indices):
+        raise ValueError(f"{len(keys)} keys for {len(client_indices)} clients: make one key per client.")
+    rows = []
+    for client, (idx, key) in enumerate(zip(client_indices, keys, strict=True)):
+        idx_t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        x, y = images[idx_t], labels[idx_t]
+        plain = predict(model, x)
+        enc = predict(encrypt_model(model, key), x, transform=EncryptImages(key))
+        rows.append(
+            {
+                "client": client,
+                "n_test": len(idx_t),
+                "acc_encrypted": accuracy(enc, y),
+                "acc_plain": accuracy(plain, y),
+                "identical_predictions": (enc.argmax(1) == plain.argmax(1)).float().mean().item(),
+                "max_abs_logit_diff": (enc - plain).abs().max().item(),
+                "key_kind": key.kind,
+                "key_fingerprint": key.fingerprint,
+            }
+        )
+    return pd.DataFrame(rows)

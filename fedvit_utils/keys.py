@@ -24,12 +24,12 @@ import hashlib
 import json
 import os
 import zipfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from .paths import atomic_write
+from .files import atomic_write
 
 KEY_KINDS = ("permutation", "orthogonal", "gaussian")
 FORMAT_VERSION = 1
@@ -61,44 +61,101 @@ def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (int(h), int(w))
 
 
-@dataclass(frozen=True, repr=False, eq=False)
 class SecretKey:
-    """One client's secret: block permutation (Eq. 4) and block transform E_a (Eq. 2)."""
+    """One client's secret: block permutation l_e (Eq. 4) and block transform E_a (Eq. 2).
 
-    kind: str
-    image_size: tuple[int, int]
-    patch_size: int
-    channels: int
-    block_permutation: np.ndarray  # (N,) int64, 0-based l_e
-    matrix: np.ndarray  # (L, L) float64, E_a
-    pixel_permutation: np.ndarray | None = None  # (L,) int64 when kind == "permutation"
-    _inverse: np.ndarray = field(init=False)
+    Read-only, not picklable, and without ``__dict__`` (``vars(key)`` fails): nothing prints, copies
+    or serialises the secret by accident. Tensors derived from it (E_a^-1 on a device, gather
+    indices) are cached on the key itself, so they are freed with it.
+    """
 
-    def __post_init__(self) -> None:
-        h, w = self.image_size
-        p = self.patch_size
+    __slots__ = ("_kind", "_image_size", "_patch_size", "_channels", "_block_permutation", "_matrix",
+                 "_pixel_permutation", "_inverse", "_derived", "__weakref__")
+
+    def __init__(self, kind: str, image_size: tuple[int, int], patch_size: int, channels: int,
+                 block_permutation: np.ndarray, matrix: np.ndarray, pixel_permutation: np.ndarray | None = None):
+        h, w = _pair(image_size)
+        p = int(patch_size)
         if p <= 0 or h % p or w % p:
             raise KeyMismatchError(
                 f"image size {h}x{w} is not divisible by the block size {p}: "
                 f"choose a block size that divides both sides (the ViT's patch size)."
             )
+        if kind not in KEY_KINDS:
+            raise KeyFileError(f"unknown key kind {kind!r}; expected one of {KEY_KINDS}.")
+        sets = object.__setattr__
+        sets(self, "_kind", kind)
+        sets(self, "_image_size", (h, w))
+        sets(self, "_patch_size", p)
+        sets(self, "_channels", int(channels))
         n, length = self.num_blocks, self.block_length
-        if self.kind not in KEY_KINDS:
-            raise KeyFileError(f"unknown key kind {self.kind!r}; expected one of {KEY_KINDS}.")
-        if self.block_permutation.shape != (n,) or not np.array_equal(
-            np.sort(self.block_permutation), np.arange(n)
-        ):
+        block_permutation = np.array(block_permutation, dtype=np.int64)
+        if block_permutation.shape != (n,) or not np.array_equal(np.sort(block_permutation), np.arange(n)):
             raise KeyFileError(f"block permutation is not a permutation of {n} blocks.")
-        if self.matrix.shape != (length, length):
-            raise KeyFileError(f"E_a has shape {self.matrix.shape}, expected ({length}, {length}).")
-        if self.kind == "permutation":
-            perm = self.pixel_permutation
+        matrix = np.array(matrix, dtype=np.float64)
+        if matrix.shape != (length, length):
+            raise KeyFileError(f"E_a has shape {matrix.shape}, expected ({length}, {length}).")
+        if kind == "permutation":
+            perm = None if pixel_permutation is None else np.array(pixel_permutation, dtype=np.int64)
             if perm is None or perm.shape != (length,) or not np.array_equal(np.sort(perm), np.arange(length)):
                 raise KeyFileError("a permutation key needs a pixel permutation of length L.")
             # E_a[j, perm[j]] = 1, so its inverse is its transpose (exact).
-            object.__setattr__(self, "_inverse", self.matrix.T.copy())
+            inverse = matrix.T.copy()
         else:
-            object.__setattr__(self, "_inverse", np.linalg.inv(self.matrix))
+            perm = None
+            inverse = np.linalg.inv(matrix)
+        for array in (block_permutation, matrix, inverse, perm):
+            if array is not None:
+                array.setflags(write=False)
+        sets(self, "_block_permutation", block_permutation)
+        sets(self, "_matrix", matrix)
+        sets(self, "_pixel_permutation", perm)
+        sets(self, "_inverse", inverse)
+        sets(self, "_derived", {})
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("SecretKey is read-only; draw a new key with generate_key(...).")
+
+    @property
+    def kind(self) -> str:
+        """'permutation', 'orthogonal' or 'gaussian': how E_a was drawn."""
+        return self._kind
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the images the key encrypts."""
+        return self._image_size
+
+    @property
+    def patch_size(self) -> int:
+        """p, the side of a square block (the ViT's patch size)."""
+        return self._patch_size
+
+    @property
+    def channels(self) -> int:
+        """c, colour channels per pixel."""
+        return self._channels
+
+    @property
+    def block_permutation(self) -> np.ndarray:
+        """l_e of Eq. (4), 0-based: encrypted block i is plain block l_e(i) (read-only)."""
+        return self._block_permutation
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """E_a of Eq. (2), (L, L) float64 (read-only)."""
+        return self._matrix
+
+    @property
+    def pixel_permutation(self) -> np.ndarray | None:
+        """For permutation keys, E_a[j, pixel_permutation[j]] = 1; else None."""
+        return self._pixel_permutation
+
+    def derived(self, tag: tuple, make: Callable[[], object]) -> object:
+        """A value derived from the key (e.g. E_a^-1 on a device), made once by `make` and kept on the key."""
+        if tag not in self._derived:
+            self._derived[tag] = make()
+        return self._derived[tag]
 
     # -- shape -------------------------------------------------------------------------------------
     @property
@@ -145,6 +202,9 @@ class SecretKey:
         return arrays
 
     def _digest(self) -> str:
+        return self.derived(("digest",), self._compute_digest)
+
+    def _compute_digest(self) -> str:
         h = hashlib.sha256()
         for name, arr in sorted(self._payload().items()):
             h.update(name.encode())

@@ -12,17 +12,24 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import NamedTuple
 
 import timm
 import timm.data
 import torch
 from torch import nn
 
+from .profiles import Profile
+
 HUB_HOST = "huggingface.co"
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
     """Pretrained weights cannot be fetched here and no local checkpoint was given."""
+
+
+class NotAViTError(TypeError):
+    """The model is not a timm VisionTransformer with a linear, non-overlapping patch embedding."""
 
 
 def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
@@ -96,14 +103,6 @@ def data_config(model: nn.Module) -> dict:
     return cfg
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Save a model's state dict where `create_vit(checkpoint_path=...)` can load it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return path
-
-
 def input_size(model: nn.Module) -> tuple[int, int]:
     """Image (height, width) the ViT was built for."""
     return tuple(model.patch_embed.img_size)
@@ -112,3 +111,61 @@ def input_size(model: nn.Module) -> tuple[int, int]:
 def patch_size(model: nn.Module) -> int:
     """Side of the ViT's square patches (the encryption block size)."""
     return int(model.patch_embed.patch_size[0])
+
+
+class Embeddings(NamedTuple):
+    """The two embeddings the scheme encrypts (Eq. 1): patch embedding E and position embedding E_pos."""
+
+    proj: nn.Conv2d  # patch embedding: E = proj.weight.reshape(D, L).T (Eq. 1, 3)
+    pos_embed: nn.Parameter | None  # (1, prefix_rows + N, D): E_pos (Eq. 1, 8)
+    prefix_rows: int  # rows of pos_embed for prefix tokens (class, distillation, registers)
+    grid: tuple[int, int]  # patches per column and per row (N = grid[0] * grid[1])
+
+
+def embeddings(model: nn.Module) -> Embeddings:
+    """The patch and position embeddings of a timm ViT, checked to have the layout Eq. 1 assumes."""
+    patch_embed = getattr(model, "patch_embed", None)
+    proj = getattr(patch_embed, "proj", None)
+    if not isinstance(proj, nn.Conv2d):
+        raise NotAViTError(
+            f"{type(model).__name__} has no ViT patch embedding (model.patch_embed.proj Conv2d): "
+            f"model encryption needs a timm VisionTransformer (e.g. create_vit('vit_base_patch16_224'))."
+        )
+    if proj.kernel_size != proj.stride or proj.padding != (0, 0) or proj.groups != 1 or proj.dilation != (1, 1):
+        raise NotAViTError(
+            f"patch embedding {proj} is not a non-overlapping linear patch projection "
+            f"(kernel == stride, no padding): blocks would not map one-to-one onto tokens."
+        )
+    grid = tuple(getattr(patch_embed, "grid_size", ()))
+    if len(grid) != 2:
+        raise NotAViTError("model.patch_embed has no grid_size; encrypt a model built for a fixed image size.")
+    pos = getattr(model, "pos_embed", None)
+    if pos is not None and not isinstance(pos, nn.Parameter):
+        raise NotAViTError("model.pos_embed is not a learned Parameter; this ViT variant is not supported.")
+    n = grid[0] * grid[1]
+    prefix_rows = 0
+    if pos is not None:
+        if pos.dim() != 3:
+            raise NotAViTError(f"pos_embed has shape {tuple(pos.shape)}; expected (1, tokens, D).")
+        prefix_rows = pos.shape[1] - n
+        num_prefix = getattr(model, "num_prefix_tokens", 0)
+        if prefix_rows not in (0, num_prefix):
+            raise NotAViTError(
+                f"pos_embed has {pos.shape[1]} rows for {n} patches and {num_prefix} prefix tokens: "
+                f"cannot tell which rows belong to patches."
+            )
+    return Embeddings(proj, pos, prefix_rows, grid)
+
+
+def profile_geometry(profile: Profile) -> tuple[tuple[int, int], int]:
+    """(input size, patch size) of the profile's ViT, read off a weightless copy (no download, no memory)."""
+    with torch.device("meta"):
+        model = timm.create_model(profile.model, pretrained=False, num_classes=10, **profile.model_kwargs)
+    return input_size(model), patch_size(model)
+
+
+def build_model(profile: Profile, num_classes: int) -> nn.Module:
+    """The profile's ViT, initialised from `training_seed` (pretrained weights where the profile asks)."""
+    torch.manual_seed(profile.training_seed)
+    return create_vit(profile.model, num_classes, pretrained=profile.pretrained,
+                      checkpoint_path=profile.checkpoint_path, **profile.model_kwargs)

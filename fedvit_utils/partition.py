@@ -3,17 +3,25 @@
 The paper gives each of 10 clients 5,000 CIFAR training images and 1,000 test images; here "iid" draws
 them class-balanced (500 + 100 per class for CIFAR-10). "dirichlet" draws each client's class
 proportions from Dir(alpha) (Hsu et al., 2019): small alpha gives strongly non-IID clients.
+
+`client_splits` turns a profile into both splits (train and test, each from its own seed stream);
+`FederatedDataset` is a dataset in memory together with those splits: what the engine trains on.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
+import torch
+
+from .data import ImageData
+from .files import write_json
+from .profiles import Profile
+from .seeds import derive_seed
 
 SCHEMES = ("iid", "dirichlet")
 
@@ -117,41 +125,94 @@ def class_counts(clients: list[np.ndarray], labels: np.ndarray, num_classes: int
     return np.stack([np.bincount(labels[idx], minlength=num_classes) for idx in clients])
 
 
-def save_partition(path: str | os.PathLike, splits: dict[str, list[np.ndarray]], labels: dict[str, np.ndarray],
-                   num_classes: int, **meta) -> Path:
-    """Write client indices, per-client class counts and the settings (seed, scheme, ...) as JSON."""
-    doc = {"meta": meta, "num_classes": num_classes, "splits": {}}
-    for name, clients in splits.items():
-        doc["splits"][name] = {
-            "indices": [c.tolist() for c in clients],
-            "class_counts": class_counts(clients, labels[name], num_classes).tolist(),
-        }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc))
-    return path
+@dataclass(frozen=True)
+class ClientSplits:
+    """Each client's training and test indices, and the settings they were drawn with."""
+
+    train: list[np.ndarray]
+    test: list[np.ndarray]
+    settings: dict
+    num_classes: int
+
+    @property
+    def num_clients(self) -> int:
+        """How many clients the dataset is split among."""
+        return len(self.train)
 
 
-def load_partition(path: str | os.PathLike) -> tuple[dict[str, list[np.ndarray]], dict]:
-    """Read a partition file: ({split: [indices per client]}, meta)."""
+def split_settings(profile: Profile, data_source: str) -> dict:
+    """The profile settings a partition depends on (recorded with it, compared when it is reused)."""
+    p = profile
+    return dict(scheme=p.partition_scheme, num_clients=p.num_clients, train_per_client=p.train_per_client,
+                test_per_client=p.test_per_client, alpha=p.dirichlet_alpha, partition_seed=p.partition_seed,
+                max_per_class=p.max_per_class, data=data_source)
+
+
+def client_splits(profile: Profile, train_labels: np.ndarray, test_labels: np.ndarray, num_classes: int,
+                  data_source: str) -> ClientSplits:
+    """Draw the profile's client splits of the training and test labels (seeded by partition_seed)."""
+    p = profile
+    train = partition(train_labels, p.num_clients, p.partition_scheme, p.train_per_client, p.dirichlet_alpha,
+                      p.partition_seed)
+    # The test split has its own seed stream so changing test sizes never reshuffles training data.
+    test_seed = derive_seed(p.partition_seed, "test") % 2**32
+    if p.partition_scheme == "iid":
+        test = partition(test_labels, p.num_clients, "iid", p.test_per_client, seed=test_seed)
+    else:  # non-IID: each client's test images follow its own class mix
+        test = partition_like(test_labels, class_counts(train, train_labels, num_classes), p.test_per_client,
+                              test_seed)
+    return ClientSplits(train, test, split_settings(profile, data_source), num_classes)
+
+
+def save_splits(path: str | os.PathLike, splits: ClientSplits, train_labels: np.ndarray, test_labels: np.ndarray
+                ) -> Path:
+    """Record client splits in a partition file: indices, per-client class counts, settings (seed, scheme, ...)."""
+    doc = {"meta": splits.settings, "num_classes": splits.num_classes, "splits": {}}
+    for name, clients, labels in (("train", splits.train, train_labels), ("test", splits.test, test_labels)):
+        doc["splits"][name] = {"indices": [c.tolist() for c in clients],
+                               "class_counts": class_counts(clients, labels, splits.num_classes).tolist()}
+    return write_json(path, doc, indent=None)
+
+
+def load_splits(path: str | os.PathLike) -> ClientSplits:
+    """Read client splits back from a partition file."""
     doc = json.loads(Path(path).read_text())
-    splits = {name: [np.asarray(c, dtype=np.int64) for c in s["indices"]] for name, s in doc["splits"].items()}
-    return splits, doc["meta"]
+    train, test = ([np.asarray(c, dtype=np.int64) for c in doc["splits"][split]["indices"]]
+                   for split in ("train", "test"))
+    return ClientSplits(train, test, doc["meta"], int(doc["num_classes"]))
 
 
-def plot_class_counts(counts: np.ndarray, classes: list[str], title: str = "") -> Figure:
-    """Stacked bars: images per class for each client."""
-    fig = Figure(figsize=(7, 3.2), layout="constrained")
-    ax = fig.subplots()
-    bottom = np.zeros(len(counts))
-    cmap = matplotlib.colormaps["tab20"]
-    for c, name in enumerate(classes):
-        ax.bar(np.arange(len(counts)), counts[:, c], bottom=bottom, label=name, color=cmap(c % 20))
-        bottom += counts[:, c]
-    ax.set_xlabel("client")
-    ax.set_ylabel("images")
-    ax.set_xticks(np.arange(len(counts)))
-    if len(classes) <= 20:
-        ax.legend(fontsize=7, ncols=2, bbox_to_anchor=(1.01, 1), loc="upper left")
-    ax.set_title(title, fontsize=9)
-    return fig
+@dataclass
+class FederatedDataset:
+    """One dataset in memory and its split among clients: what federated training and evaluation use."""
+
+    name: str
+    train: ImageData
+    test: ImageData
+    splits: ClientSplits
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the dataset."""
+        return len(self.train.classes)
+
+    @property
+    def num_clients(self) -> int:
+        """Number of clients."""
+        return self.splits.num_clients
+
+    def client_train(self, client: int) -> ImageData:
+        """The training images of one client (a copy)."""
+        return self.train.subset(self.splits.train[client])
+
+    def client_test_indices(self) -> list[torch.Tensor]:
+        """Each client's test indices as index tensors into `test`."""
+        return [torch.as_tensor(idx, dtype=torch.long) for idx in self.splits.test]
+
+    def all_client_train(self) -> ImageData:
+        """The union of the clients' training images (the centralized baseline's data)."""
+        return self.train.subset(np.sort(np.concatenate(self.splits.train)))
+
+    def all_client_test_indices(self) -> np.ndarray:
+        """Sorted union of the clients' test indices."""
+        return np.sort(np.concatenate(self.splits.test))

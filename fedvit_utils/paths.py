@@ -1,77 +1,81 @@
-"""Project folders and the data setting, in one place (no other module builds paths)."""
+"""Project folders and the data setting, in one place (no other module builds project paths).
+
+Nothing here creates a folder: readers must not leave traces, and writers create what they write
+(`files.atomic_write` makes parent folders; `private_dir` makes owner-only ones).
+
+The data setting, in order of precedence (documented once, used by every entry point — make,
+JupyterLab, papermill, the command line and the tests):
+1. an explicit argument (`data_root=...`, `--data`, `make ... DATA=...`);
+2. the environment variable ``FEDVIT_DATA``;
+3. ``data_root`` under ``[tool.fedvit]`` in the project's pyproject.toml, relative to the project
+   folder (this checkout: the offline JPEG copy of CIFAR-10 beside it), used when that folder exists.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
+import tomllib
+from functools import cache
 from pathlib import Path
-from typing import BinaryIO
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIGURES_DIR = PROJECT_ROOT / "figures"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
-PARAMS_DIR = NOTEBOOKS_DIR / "params"
 
 DATA_ENV = "FEDVIT_DATA"
 RUNS_ENV = "FEDVIT_RUNS"  # tests point this at a temporary folder
-RUNS_DIR = Path(os.environ.get(RUNS_ENV, PROJECT_ROOT / "runs")).expanduser()
+
+
+def runs_dir() -> Path:
+    """Where run folders go by default: $FEDVIT_RUNS, else <project>/runs."""
+    return Path(os.environ.get(RUNS_ENV, PROJECT_ROOT / "runs")).expanduser()
 
 
 def run_dir(profile: str, path: str | os.PathLike | None = None) -> Path:
-    """The run folder for a profile: the argument if given, else RUNS_DIR/<profile>; created."""
-    p = Path(path).expanduser() if path else RUNS_DIR / profile
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    """The run folder of a profile: `path` if given, else runs_dir()/<profile> (not created)."""
+    return Path(path).expanduser() if path else runs_dir() / profile
+
+
+@cache
+def _project_settings() -> dict:
+    pyproject = PROJECT_ROOT / "pyproject.toml"
+    if not pyproject.is_file():  # an installed (non-editable) package has no project folder
+        return {}
+    return tomllib.loads(pyproject.read_text()).get("tool", {}).get("fedvit", {})
+
+
+def default_data_root() -> Path | None:
+    """The project's default data folder (pyproject [tool.fedvit] data_root) if it exists, else None."""
+    value = _project_settings().get("data_root")
+    if not value:
+        return None
+    path = (PROJECT_ROOT / value).resolve()
+    return path if path.is_dir() else None
 
 
 def data_root(path: str | os.PathLike | None = None) -> Path | None:
-    """Return the data folder: the argument if given, else $FEDVIT_DATA, else None."""
-    if path is not None:
+    """The data folder: the argument, else $FEDVIT_DATA, else the project default, else None."""
+    if path is not None and str(path) != "":
         return Path(path).expanduser()
     env = os.environ.get(DATA_ENV)
-    return Path(env).expanduser() if env else None
+    if env:
+        return Path(env).expanduser()
+    return default_data_root()
 
 
-def run_figures(run: str | os.PathLike) -> Path:
-    """The folder inside a run where figures and tables go; created."""
-    p = Path(run) / "figures"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+def figures_dir(run: str | os.PathLike) -> Path:
+    """The folder inside a run where its figures and tables go (not created)."""
+    return Path(run) / "figures"
 
 
 def keys_dir(run: str | os.PathLike, dataset: str) -> Path:
-    """<run>/keys/<dataset>, every level owner-only (0700): where the clients' key files live."""
-    return private_dir(private_dir(Path(run) / "keys") / dataset)
+    """<run>/keys/<dataset>: where the clients' key files live (created owner-only by the key writer)."""
+    return Path(run) / "keys" / dataset
 
 
 def private_dir(path: str | os.PathLike) -> Path:
-    """Create `path` (and parents) readable by the owner only, and return it."""
+    """Create `path` (and parents) readable by the owner only (0700), and return it."""
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(p, 0o700)
     return p
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], mode: int | None = None) -> Path:
-    """Write through `write(fh)` into a temp file beside `path`, then rename over it.
-
-    A crash leaves the old file or the new one, never a torn one. The temp file is created 0600
-    (mkstemp), so secrets are never readable by others, even for a moment; `mode` sets the final mode.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path

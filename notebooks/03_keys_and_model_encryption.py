@@ -17,32 +17,33 @@
 # Eq. (14) says the encrypted model on encrypted images computes exactly what the plain model computes
 # on plain images. We check that on every client's test split, in float32.
 #
-# Key files are written owner-only (0600) into the run's `keys/` folder, which git ignores. Nothing
-# here prints a key; tables show an 8-digit fingerprint.
+# Key files are written owner-only (0600) into the run's `keys/` folder, which git ignores, and are
+# never replaced: rerunning this notebook loads them. Nothing here prints a key; tables show an
+# 8-digit fingerprint.
 
 # %% tags=["parameters"]
-profile = "smoke"  # parameter set: smoke (tests) | quick (study default) | cpu | paper
+profile = "smoke"  # a profile name (smoke | quick | cpu | paper) or a YAML file with `base: <profile>`
 run_dir = None  # run folder; None -> runs/<profile>
-data_root = None  # dataset folder; None -> $FEDVIT_DATA (ImageFolder tree or torchvision CIFAR files)
-partition_seed = 0  # seed of the client partition
-training_seed = 0  # seed of model initialisation and batch order
-key_seed = 0  # seed of the clients' demo keys (a published seed makes a public key)
+data_root = None  # data folder; None -> $FEDVIT_DATA, else the project's default (see README)
+partition_seed = None  # seed of the client partition; None -> the profile's
+training_seed = None  # seed of model initialisation and batch order; None -> the profile's
+key_seed = None  # seed of the clients' demo keys (a published seed makes a public key); None -> the profile's
 
 # %%
 from IPython.display import display
 
-from fedvit_utils import baseline, experiment
+from fedvit_utils.evaluation import encryption_check
+from fedvit_utils.study.run import StudyRun
 
-s = experiment.setup(profile, run_dir, data_root, partition_seed, training_seed, key_seed)
-cfg, tasks = s.cfg, s.tasks
+run = StudyRun.open(profile, run_dir, data_root, partition_seed, training_seed, key_seed)
 
 # %%
-for task in tasks:
-    model = baseline.load_trained(task, "federated")
-    keys = experiment.keys_for_clients(task, model)
-    check = experiment.encryption_check(task, model, keys)
-    experiment.write_json(task.out_dir / "encryption_check.json", {
-        "profile": cfg.name, "dataset": task.dataset, **task.seeds(), "key_kind": cfg.key_kind,
-        "clients": check.to_dict(orient="records")})
+for name in run.profile.datasets:
+    data = run.load_data(name)
+    model = run.trained_model(name, "federated")
+    keys = run.create_keys(name, model)
+    check = encryption_check(model, data.test.images, data.test.labels, data.splits.test, keys,
+                             run.predictor(model))
+    run.write_encryption_check(name, check)
     print(keys[0])  # shape and fingerprint only: a SecretKey never prints its matrix or permutation
     display(check)

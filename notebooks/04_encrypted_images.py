@@ -17,40 +17,35 @@
 # Here: a real photograph at 224×224 with 16×16 blocks (the paper's setting), then every key kind on
 # the photograph and on a CIFAR-10 test image at the block size of this profile's model. Dense keys
 # give real-valued images, min–max scaled for display. The keys drawn here are demo keys from a
-# published seed and are never saved.
+# published seed and are never saved. This notebook needs no training.
 
 # %% tags=["parameters"]
-profile = "smoke"  # parameter set: smoke (tests) | quick (study default) | cpu | paper
+profile = "smoke"  # a profile name (smoke | quick | cpu | paper) or a YAML file with `base: <profile>`
 run_dir = None  # run folder; None -> runs/<profile>
-data_root = None  # dataset folder; None -> $FEDVIT_DATA (ImageFolder tree or torchvision CIFAR files)
-partition_seed = 0  # seed of the client partition (unused here; kept so every notebook takes the same set)
-training_seed = 0  # seed of model initialisation and batch order (unused here)
-key_seed = 0  # seed of the clients' demo keys (unused here: the pictures use figure_seed)
+data_root = None  # data folder; None -> $FEDVIT_DATA, else the project's default (see README)
+partition_seed = None  # seed of the client partition; None -> the profile's
+training_seed = None  # seed of model initialisation and batch order; None -> the profile's
+key_seed = None  # seed of the clients' demo keys (a published seed makes a public key); None -> the profile's
 figure_seed = 0  # seed of the demo keys for the pictures (not secret, never saved)
 photo_name = "astronaut"  # skimage.data photograph: astronaut | coffee | chelsea
 photo_block = 16  # block size for the photograph (the paper's Figure 2 uses 16)
-cifar_block = 8  # block size for the CIFAR-10 image (the profile's patch size)
 cifar_index = 0  # which CIFAR-10 test image to show
 
 # %%
-from fedvit_utils import data, gallery, paths, study
+from fedvit_utils import data, models
+from fedvit_utils.study import figures
+from fedvit_utils.study.run import StudyRun
 
-run = paths.run_dir(profile, run_dir)
-figures = paths.run_figures(run)
-label = f"profile {profile} · {study.hardware()}"
-photo = gallery.photo(photo_name)
-
-# %%
-fig2 = gallery.figure2(photo, photo_block, figure_seed, label=f"{photo_name} (scikit-image) · {label}")
-fig2.savefig(figures / "figure2_encrypted_images.png", dpi=150)
-fig2
+run = StudyRun.open(profile, run_dir, data_root, partition_seed, training_seed, key_seed)
+photo = data.photographs([photo_name])[0]
+cifar_block = models.profile_geometry(run.profile)[1]  # the profile's ViT patch size
 
 # %%
-cifar = data.example_image(data_root, split="test", index=cifar_index)
-gallery_fig = gallery.key_kind_gallery(
-    {photo_name: (photo, photo_block), f"CIFAR-10 test #{cifar_index} (JPEG copy)": (cifar, cifar_block)},
-    seed=figure_seed,
-    label=label,
-)
-gallery_fig.savefig(figures / "key_kinds_gallery.png", dpi=150)
-gallery_fig
+run.save_figure(figures.figure2(photo, photo_block, figure_seed, label=f"{photo_name} (scikit-image) · {run.label()}"),
+                "figure2_encrypted_images")
+
+# %%
+cifar = run.sample("test", cifar_index + 1, seed=figure_seed).images[cifar_index]
+run.save_figure(figures.key_kind_gallery(
+    {photo_name: (photo, photo_block), "CIFAR-10 test image (JPEG copy)": (cifar, cifar_block)},
+    seed=figure_seed, label=run.label()), "key_kinds_gallery")

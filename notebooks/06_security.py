@@ -19,86 +19,85 @@
 #    and $\hat{\mathbf{E}}_{pos} = \mathbf{E}_b\mathbf{E}_{pos}$ (Eq. 8) gives the permutation.
 # 6. **Ciphertext only** — a greedy jigsaw solver on block-permuted images.
 #
-# Demo keys here are drawn from `security_seed`; the wrong-key study uses the clients' keys of notebook 3.
+# Sizes and the seed of this notebook's demo keys come from the profile's `security` settings; the
+# wrong-key study uses the trained model of notebook 2 and the clients' keys of notebook 3.
 
 # %% tags=["parameters"]
-profile = "smoke"  # parameter set: smoke (tests) | quick (study default) | cpu | paper
+profile = "smoke"  # a profile name (smoke | quick | cpu | paper) or a YAML file with `base: <profile>`
 run_dir = None  # run folder; None -> runs/<profile>
-data_root = None  # dataset folder; None -> $FEDVIT_DATA (ImageFolder tree or torchvision CIFAR files)
-partition_seed = 0  # seed of the client partition
-training_seed = 0  # seed of model initialisation and batch order
-key_seed = 0  # seed of the clients' demo keys (a published seed makes a public key)
-security_seed = 0  # seed of the image samples and demo keys of this notebook
-n_images = 8  # CIFAR-10 test images for visual security, jigsaw and key extraction
-known_pairs = [0, 1, 2]  # k values of the known-plaintext curve on CIFAR-10
-photo_known_pairs = [1]  # k values on the 3 photographs (224x224, 16x16 blocks); one more is decrypted
-n_unseen = 4  # CIFAR images decrypted with the recovered key; needs n_images of at least max(k) plus this
+data_root = None  # data folder; None -> $FEDVIT_DATA, else the project's default (see README)
+partition_seed = None  # seed of the client partition; None -> the profile's
+training_seed = None  # seed of model initialisation and batch order; None -> the profile's
+key_seed = None  # seed of the clients' demo keys (a published seed makes a public key); None -> the profile's
 
 # %%
+import pandas as pd
 from IPython.display import Markdown, display
 
-from fedvit_utils import attacks, baseline, experiment, metrics, models, paths
-from fedvit_utils.data import Preprocess
+from fedvit_utils import data, models
+from fedvit_utils.security import jigsaw, key_extraction, known_plaintext, visual, wrong_keys
+from fedvit_utils.study import figures
+from fedvit_utils.study.run import StudyRun
 
-s = experiment.setup(profile, run_dir, data_root, partition_seed, training_seed, key_seed)
-cfg, run, figures, task, hardware = s.cfg, s.run, s.figures, s.tasks[0], s.hardware
-model = baseline.load_trained(task, "federated").cpu()
+run = StudyRun.open(profile, run_dir, data_root, partition_seed, training_seed, key_seed)
+settings = run.profile.security
+name = run.profile.datasets[0]
+model = run.trained_model(name, "federated").cpu()
 p = models.patch_size(model)
-cifar_label = f"CIFAR-10 test ({experiment.DATA_NOTE})"
-cifar, _ = metrics.sample_imagefolder(paths.data_root(data_root), n_images, "test", security_seed)
-photos = metrics.photographs(224)
+sample = run.sample("test", settings.n_images, settings.seed)
+cifar_label = f"CIFAR-10 test ({run.data_label(sample)})"
+cifar = data.to_unit_float(sample.images)
+photos = data.to_unit_float(data.photographs())
 
 # %% [markdown]
 # ## 1–2. Visual security and key space
 
 # %%
-visual = [metrics.visual_security(cifar, p, cifar_label, seed=security_seed),
-          metrics.visual_security(photos, 16, "photographs (scikit-image)", seed=security_seed)]
-space = [metrics.key_space(32, p), metrics.key_space(224, 16)]
-display(*visual, *space, Markdown(metrics.KEY_SPACE_NOTE))
+visual_tables = [visual.visual_security(cifar, p, cifar_label, seed=settings.seed),
+                 visual.visual_security(photos, 16, "photographs (scikit-image)", seed=settings.seed)]
+space = [visual.key_space(32, p), visual.key_space(224, 16)]
+display(*visual_tables, *space, Markdown(visual.KEY_SPACE_NOTE))
 
 # %% [markdown]
 # ## 3. Wrong keys (the trained integrated model, client keys of notebook 3)
 
 # %%
-keys = experiment.keys_for_clients(task, model)
-wrong = metrics.wrong_key_accuracy(model, task.test.images[task.client_test[0]], task.test.labels[task.client_test[0]],
-                                   keys, cifar_label, preprocess=Preprocess.for_model(model))
-wrong_summary = metrics.summarize_wrong_keys(wrong)
+test = run.load_data(name)
+idx = test.client_test_indices()[0]
+wrong = wrong_keys.wrong_key_accuracy(model, test.test.images[idx], test.test.labels[idx], run.keys(name),
+                                      run.predictor(model), cifar_label)
+wrong_summary = wrong_keys.summarize_wrong_keys(wrong)
 wrong_summary
 
 # %% [markdown]
 # ## 4. Known-plaintext attack
 
 # %%
-curve = attacks.known_plaintext_curve(cifar, p, cifar_label, known_pairs, n_unseen=n_unseen, seed=security_seed)
-photo_curve = attacks.known_plaintext_curve(photos, 16, "photographs 224x224", photo_known_pairs,
-                                            n_unseen=1, seed=security_seed)
+curve = known_plaintext.known_plaintext_curve(cifar, p, cifar_label, settings.known_pairs, n_unseen=settings.n_unseen,
+                                              seed=settings.seed)
+photo_curve = known_plaintext.known_plaintext_curve(photos, 16, "photographs 224x224", settings.photo_known_pairs,
+                                                    n_unseen=1, seed=settings.seed)
 display(curve, photo_curve)
 
 # %% [markdown]
 # ## 5–6. Key extraction from the weights; ciphertext-only jigsaw
 
 # %%
-extraction = attacks.key_extraction_report(model, cifar, cifar_label, f"{cfg.model} {cfg.model_kwargs}",
-                                           seed=security_seed)
-jigsaw = attacks.jigsaw_report(cifar, p, cifar_label, seed=security_seed)
-display(extraction, jigsaw.describe())
+extraction = key_extraction.key_extraction_report(model, cifar, cifar_label,
+                                                  f"{run.profile.model} {run.profile.model_kwargs}",
+                                                  seed=settings.seed)
+puzzle = jigsaw.jigsaw_report(cifar, p, cifar_label, seed=settings.seed)
+display(extraction, puzzle.describe())
 
 # %%
-import pandas as pd
-
-written = metrics.save_report(figures, tables={
-    "security_visual": pd.concat(visual), "security_key_space": pd.concat(space),
-    "security_wrong_keys": wrong_summary, "security_known_plaintext": pd.concat([curve, photo_curve]),
-    "security_key_extraction": extraction, "security_jigsaw": jigsaw,
-}, figures={
-    "security_known_plaintext_cifar": attacks.known_plaintext_figure(curve),
-    "security_encrypted_cifar": metrics.encryption_figure(cifar[:4], p, seed=security_seed),
-})
-experiment.write_json(run / "security.json", {
-    "profile": cfg.name, "hardware": hardware, "security_seed": security_seed, **task.seeds(),
-    "wrong_keys": wrong_summary.to_dict(orient="records"),
-    "known_plaintext": curve.to_dict(orient="records"),
-    "key_extraction": extraction.to_dict(orient="records")})
-[str(w.name) for w in written]
+for table_name, table in {"security_visual": pd.concat(visual_tables), "security_key_space": pd.concat(space),
+                          "security_wrong_keys": wrong_summary,
+                          "security_known_plaintext": pd.concat([curve, photo_curve]),
+                          "security_key_extraction": extraction, "security_jigsaw": puzzle}.items():
+    run.save_table(table, table_name)
+run.write_record("security", {"security_seed": settings.seed, "wrong_keys": wrong_summary.to_dict(orient="records"),
+                              "known_plaintext": curve.to_dict(orient="records"),
+                              "key_extraction": extraction.to_dict(orient="records")})
+display(run.save_figure(figures.known_plaintext_figure(curve), "security_known_plaintext_cifar"))
+run.save_figure(figures.key_kind_gallery({f"CIFAR-10 #{i}": (sample.images[i], p) for i in range(min(4, len(sample)))},
+                                         seed=settings.seed, label=run.label()), "security_encrypted_cifar")

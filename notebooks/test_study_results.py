@@ -11,14 +11,15 @@ import json
 import pandas as pd
 import pytest
 
-from fedvit_utils import paths, study
+from fedvit_utils import paths
+from fedvit_utils.study import runner
 
 
 @pytest.fixture(scope="module")
 def run():
-    folder = paths.RUNS_DIR / "smoke"
+    folder = paths.runs_dir() / "smoke"
     if not (folder / "security.json").exists():  # the notebooks did not run in this session
-        study.run_study("smoke", run_dir=folder, publish=False, progress=False)
+        runner.run_study("smoke", run_dir=folder, publish=False, progress=False)
     return folder
 
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 import vit_zoo
 
-from fedvit_utils.data import DataNotFound, Preprocess, example_image, load_dataset
+from fedvit_utils import paths
+from fedvit_utils.data import DataNotFound, Preprocess, example_image, load_dataset, sample_images, to_unit_float
 from fedvit_utils.models import data_config
 
 
@@ -23,10 +24,15 @@ def test_imagefolder_copy_loads_in_cifar_label_order(cifar_root):
     assert example_image(cifar_root, "test", 2).shape == (32, 32, 3)
 
 
-def test_data_setting_comes_from_the_environment(cifar_root, monkeypatch):
+def test_data_setting_argument_then_environment_then_project_default(cifar_root, monkeypatch, tmp_path):
     monkeypatch.setenv("FEDVIT_DATA", str(cifar_root))
+    assert paths.data_root(tmp_path) == tmp_path
     assert len(load_dataset("cifar10", "train", max_per_class=1)) == 10
+    monkeypatch.setenv("FEDVIT_DATA", str(tmp_path / "elsewhere"))
+    assert paths.data_root() == tmp_path / "elsewhere"
     monkeypatch.delenv("FEDVIT_DATA")
+    assert paths.data_root() == paths.default_data_root()  # pyproject.toml [tool.fedvit] data_root, if it exists
+    monkeypatch.setattr(paths, "default_data_root", lambda: None)
     with pytest.raises(DataNotFound, match="FEDVIT_DATA"):
         load_dataset("cifar10", "train")
 
@@ -85,3 +91,18 @@ def test_preprocess_resizes_to_the_models_input():
     torch.testing.assert_close(out, (up - mean) / std)
     model.eval()
     assert model(out).shape == (2, model.num_classes)  # the model takes what Preprocess gives it
+
+
+def test_sample_images_is_seeded_and_bounded(cifar_test):
+    s = sample_images(cifar_test, 6, seed=3)
+    assert s.images.shape == (6, 3, 32, 32) and s.images.dtype == torch.uint8
+    assert s.labels.dtype == torch.long and set(s.labels.tolist()) <= set(range(10))
+    again = sample_images(cifar_test, 6, seed=3)
+    assert torch.equal(s.images, again.images) and torch.equal(s.labels, again.labels)
+    assert not torch.equal(s.images, sample_images(cifar_test, 6, seed=4).images)
+    x = to_unit_float(s.images)
+    assert x.dtype == torch.float32 and 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.std()) > 0.05
+    with pytest.raises(ValueError, match="asked for"):
+        sample_images(cifar_test, 10**6)
+    with pytest.raises(TypeError, match="uint8"):
+        to_unit_float(x)

@@ -12,14 +12,10 @@ import pytest
 import torch
 import vit_zoo
 
-from fedvit_utils.encryption import (
-    EncryptImages,
-    NotAViTError,
-    decrypt_images,
-    encrypt_images,
-    encrypt_model,
-)
-from fedvit_utils.keys import KEY_KINDS, KeyMismatchError, generate_key
+from fedvit_utils.encryption import EncryptImages, decrypt_images, encrypt_images, encrypt_images_reference
+from fedvit_utils.keys import KEY_KINDS, KeyMismatchError, SecretKey, generate_key
+from fedvit_utils.model_encryption import encrypt_model
+from fedvit_utils.models import NotAViTError
 
 TOL = 1e-4  # max |delta logit| in float32
 
@@ -69,7 +65,7 @@ def _only_patch_embedding(model, key):
 def _class_row_moved(model, key):
     """Mistake: E_b applied to every row of E_pos, moving the class-token row (Eq. 6 keeps row 0)."""
     enc = encrypt_model(model, key)
-    rows = torch.cat([torch.tensor([0]), torch.as_tensor(key.block_permutation) + 1])
+    rows = torch.cat([torch.tensor([0]), torch.tensor(key.block_permutation) + 1])
     full = torch.cat([rows[1:], rows[:1]])  # a permutation of all N+1 rows that moves row 0
     enc.pos_embed.data.copy_(model.pos_embed.data[:, full])
     return enc
@@ -81,8 +77,8 @@ def _flatten_hwc(images, key):
     p = key.patch_size
     gh, gw = key.grid_size
     blocks = images.view(b, c, gh, p, gw, p).permute(0, 2, 4, 3, 5, 1).reshape(b, gh * gw, -1)
-    blocks = blocks[:, torch.as_tensor(key.block_permutation)]
-    enc = blocks @ torch.as_tensor(key.inverse_matrix, dtype=images.dtype)
+    blocks = blocks[:, torch.tensor(key.block_permutation)]
+    enc = blocks @ torch.tensor(key.inverse_matrix, dtype=images.dtype)
     return enc.view(b, gh, gw, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)
 
 
@@ -134,19 +130,23 @@ def test_round_trip_and_dtype(kind, dtype):
         assert torch.equal(enc.flatten().sort().values, x.flatten().sort().values)
 
 
-def test_matches_a_per_block_reference():
-    """The vectorized path equals a literal reading of Sec. 3.3 (steps a-e), block by block."""
-    key = generate_key(16, 4, kind="gaussian", seed=4)
-    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
-    inv = torch.as_tensor(key.inverse_matrix)
-    ref = torch.empty_like(x)
-    gw = key.grid_size[1]
-    for i, src in enumerate(key.block_permutation):  # encrypted block i is plain block l_e(i)
-        r, c = divmod(int(src), gw)
-        ri, ci = divmod(i, gw)
-        block = x[:, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4].reshape(2, -1)  # (C, p, p) flatten
-        ref[:, :, 4 * ri : 4 * ri + 4, 4 * ci : 4 * ci + 4] = (block @ inv).view(2, 3, 4, 4)
-    torch.testing.assert_close(encrypt_images(x, key), ref, rtol=0, atol=1e-12)
+@pytest.mark.parametrize("kind", KEY_KINDS)
+def test_fast_path_matches_the_per_block_definition(kind):
+    """The vectorized path equals the literal reading of Sec. 3.3 (steps a-e), block by block."""
+    key = generate_key((16, 24), 4, kind=kind, seed=4)  # non-square on purpose
+    x = torch.rand(2, 3, 16, 24, dtype=torch.float64)
+    torch.testing.assert_close(encrypt_images(x, key), encrypt_images_reference(x, key), rtol=0, atol=1e-12)
+
+
+def test_the_definition_moves_block_le_i_to_i_and_multiplies_by_the_inverse():
+    """Eq. (9)-(12) on a case small enough to write down: 2x1 blocks of 1x1 pixels, one channel."""
+    ea = np.array([[2.0]])
+    key = SecretKey("gaussian", (2, 1), 1, 1, np.array([1, 0]), ea)  # l_e = [2, 1] in the paper's 1-based terms
+    x = torch.tensor([[[[3.0], [5.0]]]], dtype=torch.float64)  # block 1 = 3, block 2 = 5
+    # encrypted block 1 is plain block l_e(1) = 2, times E_a^-1 = 1/2; encrypted block 2 is plain block 1 / 2
+    expected = torch.tensor([[[[2.5], [1.5]]]], dtype=torch.float64)
+    assert torch.equal(encrypt_images_reference(x, key), expected)
+    assert torch.equal(encrypt_images(x, key), expected)
 
 
 def test_permutation_key_encrypts_uint8_exactly():
@@ -196,7 +196,19 @@ def test_key_model_mismatch_and_non_vit():
         encrypt_model(torch.nn.Linear(3, 3), generate_key(32, 8))
 
 
-def test_gather_index_is_cached_per_device():
-    key = generate_key(32, 4, kind="permutation", seed=9)
+@pytest.mark.parametrize("kind", ["permutation", "orthogonal"])
+def test_derived_tensors_live_on_the_key_and_die_with_it(kind):
+    """E_a^-1 on the device (or the gather index) is cached on the key, not in a module-level cache."""
+    import gc
+    import weakref
+
+    key = generate_key(32, 4, kind=kind, seed=9)
     x = torch.rand(1, 3, 32, 32)
-    np.testing.assert_array_equal(encrypt_images(x, key).numpy(), encrypt_images(x, key).numpy())
+    first = encrypt_images(x, key)
+    cached = [v for v in key._derived.values() if isinstance(v, torch.Tensor)]
+    assert cached, "nothing was cached on the key"
+    refs = [weakref.ref(t) for t in cached]
+    assert torch.equal(encrypt_images(x, key), first)  # the cached path gives the same result
+    del key, cached
+    gc.collect()
+    assert all(r() is None for r in refs), "a derived tensor outlived its key"

@@ -1,4 +1,4 @@
-"""predict/evaluate: the transform slot, exact float32 mode, and that it leaves global settings alone."""
+"""predict: the transform slot, exact float32 mode, and that it leaves global settings alone."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import torch
 import vit_zoo
 
 from fedvit_utils.data import Preprocess
-from fedvit_utils.encryption import EncryptImages, encrypt_model
-from fedvit_utils.evaluation import evaluate, full_float32, predict
+from fedvit_utils.devices import full_float32
+from fedvit_utils.encryption import EncryptImages
+from fedvit_utils.evaluation import metrics_from_logits, predict
 from fedvit_utils.keys import generate_key
+from fedvit_utils.model_encryption import encrypt_model
 
 
 def test_exact_mode_restores_tf32_settings():
@@ -35,4 +37,4 @@ def test_predict_batches_and_applies_the_transform_after_preprocessing():
     enc = predict(encrypt_model(model, key), images, pre, batch_size=4, transform=EncryptImages(key), exact=True)
     assert (enc - direct).abs().max() <= 1e-4
     labels = direct.argmax(1)
-    assert evaluate(model, images, labels, pre)["accuracy"] == 1.0
+    assert metrics_from_logits(predict(model, images, pre), labels)["accuracy"] == 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedvit_utils.federated import apply_gradient, fedavg, is_finite_state
+from fedvit_utils.federated.aggregation import NoClientUpdates, apply_gradient, fedavg, is_finite_state
 
 
 def _state(w, b, steps=0):
@@ -71,7 +71,7 @@ def test_bad_updates_are_named():
         fedavg([{"a": torch.zeros(2)}, {"a": torch.zeros(3)}], [1, 1])
     with pytest.raises(ValueError, match="must be > 0"):
         fedavg([{"a": torch.zeros(1)}], [0])
-    with pytest.raises(ValueError, match="no client states"):
+    with pytest.raises(NoClientUpdates, match="no client states"):
         fedavg([], [])
     with pytest.raises(TypeError, match="pairs"):
         fedavg([{"a": torch.zeros(1)}])

@@ -8,9 +8,12 @@ import tomllib
 import jupytext
 import pytest
 
-from fedvit_utils import paths, study
+from fedvit_utils import paths
+from fedvit_utils.profiles import PROFILES
+from fedvit_utils.study.runner import notebooks
 
-NOTEBOOKS = study.notebooks()
+NOTEBOOKS = notebooks()
+COMMON = ("profile", "run_dir", "data_root", "partition_seed", "training_seed", "key_seed")
 
 
 def test_the_study_has_its_notebooks_in_order():
@@ -37,8 +40,8 @@ def test_source_notebook_is_clean_and_paired(nb):
     assert len(params) == 1, "exactly one papermill parameters cell"
     text = "".join(params[0]["source"])
     assert 'profile = "smoke"' in text, "defaults must be smoke-sized (nbval runs them)"
-    for seed in ("partition_seed", "training_seed", "key_seed"):
-        assert seed in text
+    names = [line.split("=")[0].strip() for line in text.splitlines() if "=" in line and not line.startswith("#")]
+    assert tuple(names[: len(COMMON)]) == COMMON, "every notebook takes the runner's parameters first"
     pair = nb.with_suffix(".py")
     assert pair.exists(), f"{pair.name} missing: run `jupytext --sync {nb.name}`"
     cells = [c for c in jupytext.read(pair).cells]
@@ -57,8 +60,7 @@ def test_notebooks_only_call_the_package(nb):
         assert "../" not in src, "no relative project paths in notebooks; use fedvit_utils.paths"
 
 
-def test_the_default_study_profile_has_a_parameter_file():
+def test_the_default_study_profile_is_a_known_profile():
     makefile = (paths.PROJECT_ROOT / "Makefile").read_text()
     default = makefile.split("PROFILE ?=")[1].split()[0]
-    assert (paths.PARAMS_DIR / f"{default}.yaml").is_file(), f"make study would look for params/{default}.yaml"
-    assert study.profile_parameters(default)["profile"] == default
+    assert default in PROFILES, f"make study would run an unknown profile {default!r}"

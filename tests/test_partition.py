@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from fedvit_utils.partition import class_counts, load_partition, partition, plot_class_counts, save_partition
+from fedvit_utils.partition import ClientSplits, class_counts, load_splits, partition, save_splits
+from fedvit_utils.study.figures import class_counts_figure
 
 LABELS = np.repeat(np.arange(10), 5000)  # CIFAR-10's training label histogram
 
@@ -49,14 +50,18 @@ def test_bad_requests_say_what_to_change():
 
 def test_record_round_trip_and_plot(tmp_path):
     clients = partition(LABELS, 4, "iid", 100, seed=1)
-    path = save_partition(tmp_path / "p.json", {"train": clients}, {"train": LABELS}, 10, partition_seed=1)
-    splits, meta = load_partition(path)
-    assert meta == {"partition_seed": 1}
-    assert all(np.array_equal(a, b) for a, b in zip(splits["train"], clients, strict=True))
-    assert all(c.dtype == np.int64 for c in splits["train"])
+    test_labels = np.repeat(np.arange(10), 100)
+    tests = partition(test_labels, 4, "iid", 20, seed=2)
+    splits = ClientSplits(clients, tests, {"partition_seed": 1}, 10)
+    path = save_splits(tmp_path / "p.json", splits, LABELS, test_labels)
+    splits = load_splits(path)
+    assert splits.settings == {"partition_seed": 1} and splits.num_classes == 10
+    assert all(np.array_equal(a, b) for a, b in zip(splits.train, clients, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(splits.test, tests, strict=True))
+    assert all(c.dtype == np.int64 for c in splits.train)
     counts = json.loads(path.read_text())["splits"]["train"]["class_counts"]
-    assert counts == class_counts(splits["train"], LABELS, 10).tolist() == [[10] * 10] * 4
-    fig = plot_class_counts(class_counts(clients, LABELS, 10), [str(i) for i in range(10)])
+    assert counts == class_counts(splits.train, LABELS, 10).tolist() == [[10] * 10] * 4
+    fig = class_counts_figure(class_counts(clients, LABELS, 10), [str(i) for i in range(10)])
     assert len(fig.axes[0].containers) == 10
 
 

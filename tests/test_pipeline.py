@@ -14,8 +14,9 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
 
-from fedvit_utils.encryption import EncryptImages, encrypt_images, encrypt_model, fold_normalization
+from fedvit_utils.encryption import EncryptImages, encrypt_images
 from fedvit_utils.keys import KEY_KINDS, generate_key
+from fedvit_utils.model_encryption import encrypt_model, fold_normalization
 from fedvit_utils.models import data_config
 
 

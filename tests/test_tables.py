@@ -1,4 +1,4 @@
-"""Table 1 assembly: per-client encrypted evaluation and the aggregated row."""
+"""Table 1: the per-client Eq. (14) check (evaluation.encryption_check) and the aggregated row."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 import torch
 import vit_zoo
 
-from fedvit_utils import tables
+from fedvit_utils.evaluation import encryption_check
 from fedvit_utils.keys import client_keys
+from fedvit_utils.study import reports, table1
 
 
 def _predict(model, images, transform=None):
@@ -28,15 +29,15 @@ def test_encrypted_path_gives_identical_predictions_per_client(tmp_path):
     labels[::3] = (labels[::3] + 1) % 10  # ... except a third of them
     splits = [np.arange(0, 10), np.arange(10, 20), np.arange(20, 30)]
     keys = client_keys(3, 32, 8, kind="orthogonal", seed=1)
-    clients = tables.per_client_encrypted_accuracy(model, images, labels, splits, keys, _predict)
+    clients = encryption_check(model, images, labels, splits, keys, _predict)
     assert (clients["identical_predictions"] == 1.0).all()
     assert (clients["acc_encrypted"] == clients["acc_plain"]).all()
     assert clients["max_abs_logit_diff"].max() <= 1e-4
-    row = tables.table1_row("CIFAR-10", clients, baseline_accuracy=0.5)
+    row = table1.table1_row("CIFAR-10", clients, baseline_accuracy=0.5)
     assert row["integrated_model_encrypted"] == pytest.approx(20 / 30)
     assert row["paper_integrated"] == 0.977 and row["n_test"] == 30
-    table = pd.DataFrame([row, tables.not_run_row("CIFAR-100", "no offline copy")])
-    csv, md = tables.save_table(table, tmp_path, "table1", "Table 1 (test)")
+    table = pd.DataFrame([row, table1.not_run_row("CIFAR-100", "no offline copy")])
+    csv, md = reports.save_table(table, tmp_path, "table1", "Table 1 (test)")
     assert pd.read_csv(csv)["dataset"].tolist() == ["CIFAR-10", "CIFAR-100"]
     assert "not run here" in md.read_text() and "0.977" in md.read_text()
 
@@ -53,7 +54,7 @@ def test_wrong_key_is_caught_by_the_table():
             transform = type(transform)(swapped[0])
         return _predict(m, x, transform)
 
-    clients = tables.per_client_encrypted_accuracy(
+    clients = encryption_check(
         model, images, labels, [np.arange(10), np.arange(10, 20)], keys, mixed_up
     )
     assert clients.loc[0, "identical_predictions"] == 1.0
@@ -62,4 +63,4 @@ def test_wrong_key_is_caught_by_the_table():
 
 def test_key_count_must_match_clients():
     with pytest.raises(ValueError, match="one key per client"):
-        tables.per_client_encrypted_accuracy(None, None, None, [np.arange(2)] * 3, [], _predict)
+        encryption_check(None, None, None, [np.arange(2)] * 3, [], _predict)

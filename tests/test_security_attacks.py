@@ -1,4 +1,4 @@
-"""Attacks on the scheme (fedvit_utils.attacks), each on a small case whose right answer is known."""
+"""Attacks on the scheme (fedvit_utils.security), each on a small case whose right answer is known."""
 
 from __future__ import annotations
 
@@ -10,25 +10,20 @@ import timm
 import torch
 from matplotlib.figure import Figure
 
-from fedvit_utils.attacks import (
-    RecoveredKey,
-    decrypt_recovered,
-    extract_key_from_model,
-    jigsaw_report,
-    key_extraction_report,
-    known_plaintext_attack,
-    known_plaintext_curve,
-    known_plaintext_figure,
-    solve_jigsaw,
-)
-from fedvit_utils.encryption import decrypt_images, encrypt_images, encrypt_model
+from fedvit_utils.data import photographs, sample_images, to_unit_float
+from fedvit_utils.encryption import decrypt_images, encrypt_images
 from fedvit_utils.keys import KEY_KINDS, generate_key
-from fedvit_utils.metrics import key_error, photographs, sample_imagefolder
+from fedvit_utils.model_encryption import encrypt_model
+from fedvit_utils.security.jigsaw import jigsaw_report, solve_jigsaw
+from fedvit_utils.security.key_extraction import extract_key_from_model, key_extraction_report
+from fedvit_utils.security.known_plaintext import known_plaintext_attack, known_plaintext_curve
+from fedvit_utils.security.measures import RecoveredKey, decrypt_recovered, key_error
+from fedvit_utils.study.figures import known_plaintext_figure
 
 
 @pytest.fixture(scope="module")
-def cifar(cifar_root):
-    return sample_imagefolder(cifar_root, 20, seed=0)[0]
+def cifar(cifar_test):
+    return to_unit_float(sample_images(cifar_test, 20, seed=0).images)
 
 
 def _key(kind, size=32, p=8, seed=3):
@@ -159,14 +154,14 @@ def test_key_extraction_rejects_unrelated_models():
 
 # -- 6. ciphertext-only jigsaw ----------------------------------------------------------------------
 def test_jigsaw_far_above_chance_on_photographs():
-    rep = jigsaw_report(photographs(224), 16, "skimage photographs")
+    rep = jigsaw_report(to_unit_float(photographs()), 16, "skimage photographs")
     assert (rep["N"] == 196).all()
     assert rep["neighbour_accuracy"].mean() > 0.7  # chance is about 1/196
     assert rep["direct_accuracy"].max() > 0.9
 
 
 def test_jigsaw_identity_and_bad_input():
-    ph = photographs(64)[1]
+    ph = to_unit_float(photographs(size=64))[1]
     perm = solve_jigsaw(ph, 16)
     assert sorted(perm.tolist()) == list(range(16))
     with pytest.raises(ValueError, match="one image"):

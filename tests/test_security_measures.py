@@ -1,4 +1,4 @@
-"""What the encryption hides (fedvit_utils.metrics): visual security, key space, wrong keys, saving."""
+"""What the encryption hides (fedvit_utils.security): measures, visual security, key space, wrong keys; saving."""
 
 from __future__ import annotations
 
@@ -10,50 +10,21 @@ import pytest
 import timm
 import torch
 from matplotlib.figure import Figure
+from torch import nn
 
+from fedvit_utils.data import photographs, sample_images, to_unit_float
+from fedvit_utils.evaluation import accuracy, exact_predictor
 from fedvit_utils.keys import KEY_KINDS, client_keys
-from fedvit_utils.metrics import (
-    accuracy,
-    block_accuracy,
-    encryption_figure,
-    image_quality,
-    key_error,
-    key_space,
-    n_known_pairs_needed,
-    photographs,
-    sample_imagefolder,
-    save_report,
-    summarize_wrong_keys,
-    to_markdown,
-    visual_security,
-    wrong_key_accuracy,
-)
+from fedvit_utils.security.measures import block_accuracy, image_quality, key_error
+from fedvit_utils.security.visual import key_space, n_known_pairs_needed, visual_security
+from fedvit_utils.security.wrong_keys import summarize_wrong_keys, wrong_key_accuracy
+from fedvit_utils.study.reports import save_figure, save_table, to_markdown
 
 
 @pytest.fixture(scope="module")
-def cifar(cifar_root):
-    return sample_imagefolder(cifar_root, 12, seed=0)
-
-
-# -- inputs -----------------------------------------------------------------------------------------
-def test_sample_imagefolder_reads_floats_and_labels(cifar_root):
-    x, y = sample_imagefolder(cifar_root, 6, seed=3)
-    assert x.shape == (6, 3, 32, 32) and x.dtype == torch.float32
-    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.std()) > 0.05
-    assert y.dtype == torch.long and set(y.tolist()) <= set(range(10))
-    x2, y2 = sample_imagefolder(cifar_root, 6, seed=3)
-    assert torch.equal(x, x2) and torch.equal(y, y2)
-    with pytest.raises(ValueError, match="asked for"):
-        sample_imagefolder(cifar_root, 10**6)
-    with pytest.raises(FileNotFoundError, match="no class folders"):
-        sample_imagefolder(cifar_root, 2, split="nonexistent")
-
-
-def test_photographs_are_square_and_in_range():
-    ph = photographs(64)
-    assert ph.shape == (3, 3, 64, 64)
-    assert float(ph.min()) >= 0.0 and float(ph.max()) <= 1.0
-    assert not torch.allclose(ph[0], ph[1])
+def cifar(cifar_test):
+    s = sample_images(cifar_test, 12, seed=0)
+    return to_unit_float(s.images), s.labels
 
 
 # -- small measures ---------------------------------------------------------------------------------
@@ -97,17 +68,11 @@ def test_visual_security_table(cifar):
 
 
 def test_visual_security_on_photographs_separates_parts():
-    ph = photographs(64)
+    ph = to_unit_float(photographs(size=64))
     t = visual_security(ph, 16, "skimage photographs", kinds=("orthogonal",))
     rows = t.set_index("part")
     # Dense mixing destroys more than moving intact blocks around does.
     assert rows.loc["E_a only", "ssim_stretched_mean"] < rows.loc["E_b only", "ssim_stretched_mean"]
-
-
-def test_encryption_figure_has_one_panel_per_kind():
-    fig = encryption_figure(photographs(32)[:2], 8)
-    assert isinstance(fig, Figure)
-    assert len(fig.axes) == 2 * (1 + len(KEY_KINDS))
 
 
 # -- 2. key space -----------------------------------------------------------------------------------
@@ -164,7 +129,8 @@ def quadrant_model():
 def test_wrong_keys_drop_to_chance_right_key_matches_plain(quadrant_model, kind):
     x, y = _quadrant_data(256, 1)
     keys = client_keys(4, 32, 8, kind=kind, seed=7)
-    detail = wrong_key_accuracy(quadrant_model, x, y, keys, "synthetic quadrants", wrong_keys_per_client=3)
+    predict = exact_predictor(nn.Identity(), 256, torch.device("cpu"))
+    detail = wrong_key_accuracy(quadrant_model, x, y, keys, predict, "synthetic quadrants", wrong_keys_per_client=3)
     s = summarize_wrong_keys(detail).set_index("case")
     plain = s.loc["plain model, plain images", "accuracy_mean"]
     assert plain > 0.95, "the test model did not learn the task"
@@ -179,39 +145,42 @@ def test_wrong_keys_drop_to_chance_right_key_matches_plain(quadrant_model, kind)
     assert set(detail["model_key"]) - {"-"} <= {k.fingerprint for k in keys}
 
 
-def test_wrong_key_accuracy_with_preprocess_and_predict(quadrant_model):
+def test_wrong_key_accuracy_runs_through_the_given_predictor(quadrant_model):
     x, y = _quadrant_data(64, 2)
     keys = client_keys(2, 32, 8, kind="orthogonal", seed=1)
+    plain_predict = exact_predictor(nn.Identity(), 32, torch.device("cpu"))
     calls = []
 
-    def predict(model, batch):
-        calls.append(len(batch))
-        return model(batch)
+    def predict(model, batch, transform=None):
+        calls.append(transform)
+        return plain_predict(model, batch, transform)
 
-    d = wrong_key_accuracy(quadrant_model, x, y, keys, "synthetic", preprocess=lambda t: t * 1.0,
-                           predict=predict, batch_size=32)
-    assert calls and max(calls) <= 32
+    d = wrong_key_accuracy(quadrant_model, x, y, keys, predict, "synthetic")
+    assert len(calls) == 1 + 2 * 4  # plain, then per key: same, another, model on plain, plain model on encrypted
+    assert sum(t is not None for t in calls) == 2 * 3  # encryption is the predictor's transform, after preprocessing
     plain = d.loc[d["case"] == "plain model, plain images", "accuracy"].item()
-    assert plain == accuracy(quadrant_model, x, y)
+    assert plain == accuracy(plain_predict(quadrant_model, x), y)
     with pytest.raises(ValueError, match="at least two client keys"):
-        wrong_key_accuracy(quadrant_model, x, y, keys[:1], "synthetic")
+        wrong_key_accuracy(quadrant_model, x, y, keys[:1], predict, "synthetic")
     with pytest.raises(ValueError, match="labels"):
-        accuracy(quadrant_model, x, y[:3])
+        accuracy(plain_predict(quadrant_model, x), y[:3])
 
 
 # -- saving -----------------------------------------------------------------------------------------
-def test_save_report_writes_csv_markdown_and_png(tmp_path):
-    table = pd.DataFrame({"kind": ["orthogonal", "a|b"], "psnr": [1.23456789, math.inf]})
+def test_save_table_and_figure_write_csv_markdown_and_png(tmp_path):
+    table = pd.DataFrame({"kind": ["orthogonal", "a|b"], "psnr": [1.23456789, math.inf], "n": [2.0, 10.0]})
     fig = Figure(figsize=(2, 2))
     fig.subplots().plot([0, 1], [1, 0])
-    paths = save_report(tmp_path / "figs", {"t": table}, {"f": fig})
-    assert {p.name for p in paths} == {"t.csv", "t.md", "f.png"}
-    assert pd.read_csv(tmp_path / "figs" / "t.csv")["kind"].tolist() == ["orthogonal", "a|b"]
-    md = (tmp_path / "figs" / "t.md").read_text()
-    assert md.splitlines()[0] == "| kind | psnr |" and "a\\|b" in md and "1.235" in md
-    assert (tmp_path / "figs" / "f.png").read_bytes()[:4] == b"\x89PNG"
+    csv, md = save_table(table, tmp_path / "figs", "t", caption="Table t")
+    png = save_figure(fig, tmp_path / "figs", "f")
+    assert {p.name for p in (csv, md, png)} == {"t.csv", "t.md", "f.png"}
+    assert pd.read_csv(csv)["kind"].tolist() == ["orthogonal", "a|b"]
+    text = md.read_text()
+    assert text.splitlines()[0] == "Table t" and text.splitlines()[2] == "| kind | psnr | n |"
+    assert "a\\|b" in text and "1.235" in text and "| inf |" in text and "| 10 |" in text
+    assert png.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(TypeError, match="DataFrame"):
-        save_report(tmp_path, {"t": {"a": 1}})
+        save_table({"a": 1}, tmp_path, "t")
     with pytest.raises(TypeError, match="Figure"):
-        save_report(tmp_path, figures={"f": "not a figure"})
+        save_figure("not a figure", tmp_path, "f")
     assert to_markdown(table).count("\n") == 4

@@ -1,0 +1,120 @@
+"""The FL server role: rounds of client selection, local training, integration and evaluation.
+
+Sec. 4.1 of the paper: 10 clients, FedAvg after every local epoch, 10 rounds. One model object lives
+on the device and clients are trained in turn, so 10 clients need the memory of one. Updates are
+folded into the average as they arrive (no list of 10 state dicts). A client whose training raises,
+or whose update is not finite, is left out of that round with a warning; the round still completes.
+After every round: an atomic checkpoint and the records (see `checkpoints`); `resume=True` continues a
+killed run and ends with exactly the weights of an uninterrupted one (CPU, same seeds).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..evaluation import predict
+from ..partition import FederatedDataset
+from ..profiles import Profile
+from ..seeds import derive_seed
+from .aggregation import FedAvg, NoClientUpdates, apply_gradient, is_finite_state
+from .checkpoints import TrainingRun, evaluation_rows
+from .client import ClientUpdate, LocalTraining, model_and_trainer
+
+
+def select_clients(num_clients: int, per_round: int | None, training_seed: int, round_index: int) -> list[int]:
+    """The clients taking part in a round (all, or a seeded sample of `per_round`)."""
+    if per_round is None or per_round >= num_clients:
+        return list(range(num_clients))
+    rng = np.random.default_rng(derive_seed(training_seed, "select", round_index))
+    return sorted(rng.choice(num_clients, per_round, replace=False).tolist())
+
+
+def run_settings(profile: Profile, dataset: str) -> dict:
+    """What a checkpoint must match to be resumed: the dataset and every setting that changes weights."""
+    return {"dataset": dataset, **profile.training_settings()}
+
+
+def run_federated(profile: Profile, data: FederatedDataset, out: str | os.PathLike, device: torch.device,
+                  progress: bool = True, resume: bool = True, stop_after: int | None = None) -> Path:
+    """Train with FedAvg (or FedSGD) for the profile's rounds into `out`; returns `out`."""
+    p, out = profile, Path(out)
+    model, trainer = model_and_trainer(p, data.num_classes, device, progress)
+    preprocess = trainer.preprocess
+    server_opt = trainer.optimizer(model) if p.aggregation == "fedsgd" else None
+    run = TrainingRun(out, run_settings(p, data.name), p.rounds, resume)
+    if run.model_state is not None:
+        model.load_state_dict(run.model_state)
+        if server_opt is not None:
+            server_opt.load_state_dict(run.extra["server_optimizer"])
+    client_test = data.client_test_indices()
+    last = p.rounds if stop_after is None else min(p.rounds, stop_after)
+    for rnd in tqdm(range(run.done, last), desc="rounds", disable=not progress, initial=run.done, total=p.rounds):
+        tic = time.perf_counter()
+        global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        mean, rows, trained = FedAvg(), [], 0
+        for c in select_clients(p.num_clients, p.clients_per_round, p.training_seed, rnd):
+            update = _train_client(trainer, model, global_state, data, p.aggregation, rnd, c)
+            if update is None:
+                continue
+            mean.add(update.state, update.num_examples)
+            trained += update.num_examples * (p.local_epochs if p.aggregation == "fedavg" else 1)
+            rows += _client_rows(trainer, model, data, client_test, update, p, rnd, c)
+        model.load_state_dict(global_state)
+        try:
+            integrated = mean.result()
+        except NoClientUpdates:
+            warnings.warn(f"round {rnd + 1}: every client failed; the global model is unchanged.", stacklevel=2)
+        else:
+            if server_opt is not None:
+                apply_gradient(model, integrated, server_opt)
+            else:
+                model.load_state_dict(integrated)
+        seconds = time.perf_counter() - tic
+        logits = predict(model, data.test.images, preprocess, p.eval_batch_size, device)
+        rows = evaluation_rows(logits, data.test.labels, client_test, round=rnd + 1, model="integrated") + rows
+        run.save(model.state_dict(), rows, seconds, trained,
+                 extra={"server_optimizer": server_opt.state_dict() if server_opt else None},
+                 summary={"partition_seed": data.splits.settings["partition_seed"], "training_seed": p.training_seed,
+                          "rounds_done": rnd + 1})
+    run.finish(model.state_dict())
+    return out
+
+
+def _train_client(trainer: LocalTraining, model: nn.Module, global_state: dict, data: FederatedDataset,
+                  aggregation: str, rnd: int, client: int) -> ClientUpdate | None:
+    """One client's update, or None (with a warning) if its training raised or its update is not finite."""
+    local = data.client_train(client)
+    try:
+        if aggregation == "fedsgd":
+            update = trainer.gradient(model, global_state, local)
+        else:
+            update = trainer.fit(model, global_state, local, rnd, client)
+    except Exception as exc:  # a failing client must not sink the round
+        warnings.warn(f"round {rnd + 1}: client {client} failed ({type(exc).__name__}: {exc}); left out.",
+                      stacklevel=3)
+        return None
+    if not is_finite_state(update.state):
+        warnings.warn(f"round {rnd + 1}: client {client} sent a non-finite update; left out.", stacklevel=3)
+        return None
+    return update
+
+
+def _client_rows(trainer: LocalTraining, model: nn.Module, data: FederatedDataset, client_test: list[torch.Tensor],
+                 update: ClientUpdate, profile: Profile, rnd: int, client: int) -> list[dict]:
+    """History rows of one client: its training metrics and (FedAvg) its local model on its own test split."""
+    rows = [{"round": rnd + 1, "model": "local", "data": "train", "scope": "client", "client": client,
+             "accuracy": update.metrics.get("accuracy"), "loss": update.metrics["loss"], "n": update.num_examples}]
+    if profile.eval_local and profile.aggregation == "fedavg":
+        idx = client_test[client]  # `model` still holds this client's trained weights
+        logits = predict(model, data.test.images[idx], trainer.preprocess, profile.eval_batch_size, trainer.device)
+        rows += evaluation_rows(logits, data.test.labels[idx], [], round=rnd + 1, model="local")[:1]
+        rows[-1].update(scope="client", client=client)
+    return rows

@@ -1,0 +1,138 @@
+"""The study's figures: client partitions, accuracy per round, the paper's Figure 2, key kinds, attacks.
+
+Every function takes data and returns a `matplotlib.figure.Figure` (no pyplot state), so notebooks
+show it and save it, and tests can inspect it. Figure 2 of Nagamori & Kiya shows a 224x224 photograph
+encrypted with 16x16 blocks where E_a (Eq. 2) is drawn like E_b (Eq. 6): a permutation matrix, i.e.
+pixel shuffling inside each block. Dense keys (orthogonal, gaussian) give real-valued images outside
+[0, 1]; they are min-max scaled for display, which their titles say.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from ..encryption import encrypt_images
+from ..keys import KEY_KINDS, generate_key
+from ..security.measures import stretch
+
+
+# -- training ---------------------------------------------------------------------------------------
+def class_counts_figure(counts: np.ndarray, classes: list[str], title: str = "") -> Figure:
+    """Stacked bars: images per class for each client."""
+    fig = Figure(figsize=(7, 3.2), layout="constrained")
+    ax = fig.subplots()
+    bottom = np.zeros(len(counts))
+    cmap = matplotlib.colormaps["tab20"]
+    for c, name in enumerate(classes):
+        ax.bar(np.arange(len(counts)), counts[:, c], bottom=bottom, label=name, color=cmap(c % 20))
+        bottom += counts[:, c]
+    ax.set_xlabel("client")
+    ax.set_ylabel("images")
+    ax.set_xticks(np.arange(len(counts)))
+    if len(classes) <= 20:
+        ax.legend(fontsize=7, ncols=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.set_title(textwrap.fill(title, 110), fontsize=8)
+    return fig
+
+
+def accuracy_curves(federated: pd.DataFrame, centralized: pd.DataFrame | None, title: str = "") -> Figure:
+    """Test accuracy per round: integrated model, the clients' spread, local models, and the baseline per epoch."""
+    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
+    ax = fig.subplots()
+    test = federated[federated["data"] == "test"]
+    integrated = test[test["model"] == "integrated"]
+    whole, per_client = integrated[integrated["scope"] == "all"], integrated[integrated["scope"] == "client"]
+    if not per_client.empty:
+        spread = per_client.groupby("round")["accuracy"].agg(["min", "max"])
+        ax.fill_between(spread.index, spread["min"], spread["max"], alpha=0.2, color="C0",
+                        label="integrated model, min-max over clients' test splits")
+    ax.plot(whole["round"], whole["accuracy"], "o-", color="C0", label="integrated model (FedAvg), all test images")
+    local = test[test["model"] == "local"]
+    if not local.empty:
+        mean_local = local.groupby("round")["accuracy"].mean()
+        ax.plot(mean_local.index, mean_local.values, "s--", color="C2", alpha=0.8,
+                label="clients' local models, mean on own test split")
+    if centralized is not None and not centralized.empty:
+        base = centralized[(centralized["data"] == "test") & (centralized["scope"] == "all")]
+        ax.plot(base["round"], base["accuracy"], "^-", color="C1", label="baseline (centralized), per epoch")
+    ax.set_xlabel("round (= epoch over each client's data)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(textwrap.fill(title, 95), fontsize=8)  # labels name profile, data and hardware: long
+    return fig
+
+
+# -- encrypted images -------------------------------------------------------------------------------
+def encrypt_for_display(image: torch.Tensor, kind: str, block_size: int, seed: int) -> tuple[np.ndarray, bool]:
+    """Encrypt one uint8 image (C, H, W) with a demo key; returns (HWC image in [0, 1], was_rescaled)."""
+    if image.dim() != 3 or image.dtype != torch.uint8:
+        raise ValueError(f"expected one uint8 image (C, H, W), got {image.dtype} {tuple(image.shape)}.")
+    key = generate_key(tuple(image.shape[-2:]), block_size, image.shape[0], kind, seed)
+    if kind == "permutation":  # pixels only move: the result is a valid uint8 image
+        return encrypt_images(image[None], key)[0].permute(1, 2, 0).numpy() / 255.0, False
+    enc = encrypt_images(image[None].double() / 255.0, key)
+    return stretch(enc)[0].permute(1, 2, 0).numpy(), True
+
+
+def figure2(image: torch.Tensor, block_size: int = 16, seed: int = 0, label: str = "") -> Figure:
+    """The paper's Figure 2: (a) original, (b) encrypted with a pixel-shuffling key."""
+    enc, _ = encrypt_for_display(image, "permutation", block_size, seed)
+    _, h, w = image.shape
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    axes[0].imshow(image.permute(1, 2, 0).numpy())
+    axes[0].set_title(f"(a) Original\n({h} x {w} x 3)")
+    axes[1].imshow(enc)
+    axes[1].set_title(f"(b) Encrypted image\n(block size = {block_size})")
+    for ax in axes:
+        ax.set_axis_off()
+    if label:
+        fig.suptitle(textwrap.fill(label, 100), fontsize=8)
+    return fig
+
+
+def key_kind_gallery(images: Mapping[str, tuple[torch.Tensor, int]], kinds: Sequence[str] = KEY_KINDS,
+                     seed: int = 0, label: str = "") -> Figure:
+    """Rows: uint8 images (name -> ((C, H, W), block size)); columns: plain and each key kind."""
+    fig = Figure(figsize=(2.4 * (1 + len(kinds)), 2.5 * len(images)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(images), 1 + len(kinds), squeeze=False))
+    for row, (name, (image, block)) in zip(axes, images.items(), strict=True):
+        row[0].imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
+        row[0].set_title(f"{name}\n{image.shape[1]}x{image.shape[2]}, plain", fontsize=9)
+        for ax, kind in zip(row[1:], kinds, strict=True):
+            enc, rescaled = encrypt_for_display(image, kind, block, seed)
+            ax.imshow(enc, interpolation="nearest")
+            ax.set_title(f"{kind}, block {block}{' (scaled)' if rescaled else ''}", fontsize=9)
+        for ax in row:
+            ax.set_axis_off()
+    if label:
+        fig.suptitle(textwrap.fill(label, 110), fontsize=8)
+    return fig
+
+
+# -- attacks ----------------------------------------------------------------------------------------
+def known_plaintext_figure(curve: pd.DataFrame) -> Figure:
+    """Block accuracy, E_a error and decryption PSNR against k, one line per (kind, setting)."""
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for (_, size, p, kind), g in curve.groupby(["data", "image_size", "patch_size", "kind"], sort=False):
+        label = f"{kind}, {size} p={p}"
+        axes[0].plot(g["k"], g["block_accuracy"], marker="o", label=label)
+        axes[1].semilogy(g["k"], g["key_error"].clip(lower=1e-16), marker="o", label=label)
+        axes[2].plot(g["k"], g["decrypt_psnr"].clip(upper=100), marker="o", label=label)
+    for ax, title in zip(axes, ["blocks placed correctly", "relative error of E_a",
+                                "PSNR of decrypted unseen images (dB, capped 100)"], strict=True):
+        ax.set_xlabel("known (plain, encrypted) pairs k")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Known-plaintext attack: " + ", ".join(sorted(set(curve["data"]))), fontsize=9)
+    return fig

@@ -1,0 +1,257 @@
+"""One study run folder: each artefact has one writer (a notebook), and later notebooks only read it.
+
+    01_data_partitioning          writes  <dataset>/partition.json
+    02_federated_training         writes  <dataset>/federated/, <dataset>/centralized/
+    03_keys_and_model_encryption  writes  keys/<dataset>/client_NN.key, <dataset>/encryption_check.json
+    05_accuracy_tables            writes  table1.json and figures/table1*
+    (every notebook writes its own figures under figures/)
+
+A reader that finds its input missing raises `MissingStep`, naming the notebook to run first. The
+paper's step 3 (Fig. 1) lives here too: after the last integration every client draws an independent
+key (Sec. 3.2) and checks Eq. (14) on its own test split. Keys go to the run's owner-only keys/ folder
+(git-ignored) and are never overwritten; only fingerprints are ever shown or recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from .. import paths
+from ..data import ImageData, Preprocess, load_dataset, sample_images
+from ..devices import hardware, prepare_model, resolve_device
+from ..evaluation import Predict, accuracy, exact_predictor
+from ..federated import checkpoints
+from ..federated.centralized import run_centralized
+from ..federated.server import run_federated
+from ..files import write_json
+from ..keys import SecretKey, client_keys
+from ..models import build_model, input_size, patch_size
+from ..partition import FederatedDataset, client_splits, load_splits, save_splits, split_settings
+from ..profiles import Profile, load_profile
+from . import reports
+
+PARTITION = "01_data_partitioning"
+TRAINING = "02_federated_training"
+KEYS = "03_keys_and_model_encryption"
+TABLES = "05_accuracy_tables"
+DATA_NOTE = "CIFAR-10 lossy JPEG copy (q75), not the original"
+
+
+class MissingStep(FileNotFoundError):
+    """An input of this step is missing: the message names the notebook (or command) that writes it."""
+
+
+def _missing(path: Path, notebook: str) -> MissingStep:
+    return MissingStep(f"no {path}: run notebook {notebook} first (or `make study`, which runs them in order).")
+
+
+@dataclass
+class StudyRun:
+    """A study's settings and run folder, with the one writer and the readers of each artefact."""
+
+    profile: Profile
+    folder: Path
+    data_root: Path | None
+    hardware: str
+
+    @classmethod
+    def open(cls, profile: str | os.PathLike | Profile, run_dir: str | os.PathLike | None = None,
+             data_root: str | os.PathLike | None = None, partition_seed: int | None = None,
+             training_seed: int | None = None, key_seed: int | None = None) -> StudyRun:
+        """Resolve a notebook's parameters: the profile (seeds overridden where given), run folder, data."""
+        seeds = dict(partition_seed=partition_seed, training_seed=training_seed, key_seed=key_seed)
+        given = {k: v for k, v in seeds.items() if v is not None}
+        settings = replace(profile, **given) if isinstance(profile, Profile) else load_profile(profile, **given)
+        folder = paths.run_dir(settings.name, run_dir).resolve()
+        return cls(settings, folder, paths.data_root(data_root), hardware())
+
+    # -- places -------------------------------------------------------------------------------------
+    def dataset_dir(self, dataset: str) -> Path:
+        """<run>/<dataset>: partition, trained models and the encryption check of one dataset."""
+        return self.folder / dataset
+
+    @property
+    def figures(self) -> Path:
+        """<run>/figures: every figure and table of the run."""
+        return paths.figures_dir(self.folder)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the profile asks for ("auto": CUDA, then MPS, then CPU)."""
+        return resolve_device(self.profile.device)
+
+    def seeds(self) -> dict[str, int]:
+        """The seeds recorded with every result (keys are recorded by fingerprint only)."""
+        p = self.profile
+        return {"partition_seed": p.partition_seed, "training_seed": p.training_seed}
+
+    # -- 01: data and partition ---------------------------------------------------------------------
+    def _load(self, dataset: str, split: str) -> ImageData:
+        p = self.profile
+        return load_dataset(dataset, split, self.data_root, p.max_per_class, p.download)
+
+    def write_partition(self, dataset: str) -> FederatedDataset:
+        """Notebook 01: load the data and record the clients' splits (kept if already recorded alike)."""
+        train, test = self._load(dataset, "train"), self._load(dataset, "test")
+        path = self.dataset_dir(dataset) / "partition.json"
+        settings = json.loads(json.dumps(split_settings(self.profile, train.source)))
+        if path.exists():
+            splits = load_splits(path)
+            if splits.settings != settings:
+                raise ValueError(f"{path} was made with other settings {splits.settings}; use a new run folder "
+                                 f"for {settings}.")
+        else:
+            splits = client_splits(self.profile, train.labels.numpy(), test.labels.numpy(), len(train.classes),
+                                   train.source)
+            save_splits(path, splits, train.labels.numpy(), test.labels.numpy())
+        return FederatedDataset(dataset, train, test, splits)
+
+    def load_data(self, dataset: str) -> FederatedDataset:
+        """The data with the clients' splits recorded by notebook 01."""
+        path = self.dataset_dir(dataset) / "partition.json"
+        if not path.exists():
+            raise _missing(path, PARTITION)
+        splits = load_splits(path)
+        train, test = self._load(dataset, "train"), self._load(dataset, "test")
+        expected = json.loads(json.dumps(split_settings(self.profile, train.source)))
+        if splits.settings != expected:
+            changed = sorted(k for k in expected if splits.settings.get(k) != expected[k])
+            raise ValueError(f"{path} was made with other settings ({changed}): rerun notebook {PARTITION} "
+                             f"into a new run folder, or open this run with its own profile.")
+        return FederatedDataset(dataset, train, test, splits)
+
+    # -- 02: training -------------------------------------------------------------------------------
+    def train(self, data: FederatedDataset, progress: bool = True, resume: bool = True) -> tuple[Path, Path]:
+        """Notebook 02: the federated run and the centralized baseline (each resumes from its checkpoint)."""
+        out = self.dataset_dir(data.name)
+        federated = run_federated(self.profile, data, out / "federated", self.device, progress, resume)
+        centralized = run_centralized(self.profile, data, out / "centralized", self.device, progress, resume)
+        return federated, centralized
+
+    def trained_model(self, dataset: str, which: str = "federated") -> nn.Module:
+        """The final weights of notebook 02 ('federated': the integrated model; 'centralized': the baseline)."""
+        if which not in ("federated", "centralized"):
+            raise ValueError(f"which must be 'federated' or 'centralized', not {which!r}.")
+        folder = self.dataset_dir(dataset) / which
+        if not (folder / checkpoints.MODEL).exists():
+            raise _missing(folder / checkpoints.MODEL, TRAINING)
+        partition = self.dataset_dir(dataset) / "partition.json"
+        if not partition.exists():
+            raise _missing(partition, PARTITION)
+        model = build_model(self.profile, load_splits(partition).num_classes)
+        model.load_state_dict(checkpoints.load_model_state(folder))
+        return prepare_model(model, self.device).eval()
+
+    def history(self, dataset: str, which: str = "federated") -> pd.DataFrame:
+        """The per-round records of notebook 02."""
+        folder = self.dataset_dir(dataset) / which
+        if not (folder / checkpoints.HISTORY).exists():
+            raise _missing(folder / checkpoints.HISTORY, TRAINING)
+        return checkpoints.load_history(folder)
+
+    # -- 03: keys and the Eq. 14 check --------------------------------------------------------------
+    def _key_files(self, dataset: str) -> list[Path]:
+        folder = paths.keys_dir(self.folder, dataset)
+        return [folder / f"client_{c:02d}.key" for c in range(self.profile.num_clients)]
+
+    def create_keys(self, dataset: str, model: nn.Module) -> list[SecretKey]:
+        """Notebook 03: one key per client, drawn and saved once; an existing set is loaded, never replaced."""
+        p, files = self.profile, self._key_files(dataset)
+        present = [f for f in files if f.exists()]
+        if present:
+            keys = self.keys(dataset)  # refuses an incomplete set
+            wanted = (p.key_kind, input_size(model), patch_size(model))
+            if (keys[0].kind, keys[0].image_size, keys[0].patch_size) != wanted:
+                raise ValueError(
+                    f"the keys in {files[0].parent} are {keys[0].kind} keys for {keys[0].image_size} images with "
+                    f"block size {keys[0].patch_size}, but this profile asks for {wanted}: key files are never "
+                    f"replaced. Use a new run folder, or move that folder away yourself if nothing encrypted "
+                    f"with those keys needs to be decrypted again."
+                )
+            return keys
+        keys = client_keys(p.num_clients, input_size(model), patch_size(model), 3, p.key_kind, p.key_seed)
+        paths.private_dir(self.folder / "keys")
+        paths.private_dir(files[0].parent)
+        for key, f in zip(keys, files, strict=True):
+            key.save(f)
+        return keys
+
+    def keys(self, dataset: str) -> list[SecretKey]:
+        """The clients' keys written by notebook 03 (all of them, or an error naming what is missing)."""
+        files = self._key_files(dataset)
+        missing = [f for f in files if not f.exists()]
+        if len(missing) == len(files):
+            raise _missing(files[0].parent, KEYS)
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of {len(files)} key files are missing in {files[0].parent} "
+                f"({', '.join(f.name for f in missing[:3])}...): key files are never replaced; restore them from "
+                f"a backup, or use a new run folder."
+            )
+        return [SecretKey.load(f) for f in files]
+
+    def predictor(self, model: nn.Module) -> Predict:
+        """Exact float32 predictions of `model` with its own preprocessing on the profile's device."""
+        return exact_predictor(Preprocess.for_model(model), self.profile.eval_batch_size, self.device)
+
+    def write_encryption_check(self, dataset: str, check: pd.DataFrame) -> Path:
+        """Notebook 03: record the per-client Eq. (14) check."""
+        return write_json(self.dataset_dir(dataset) / "encryption_check.json", {
+            "profile": self.profile.name, "dataset": dataset, **self.seeds(), "key_kind": self.profile.key_kind,
+            "clients": check.to_dict(orient="records")})
+
+    def encryption_check(self, dataset: str) -> pd.DataFrame:
+        """The per-client Eq. (14) check written by notebook 03."""
+        path = self.dataset_dir(dataset) / "encryption_check.json"
+        if not path.exists():
+            raise _missing(path, KEYS)
+        return pd.DataFrame(json.loads(path.read_text())["clients"])
+
+    def baseline_accuracy(self, data: FederatedDataset) -> float:
+        """Accuracy of the centralized model on plain images of all clients' test splits."""
+        model = self.trained_model(data.name, "centralized")
+        idx = torch.as_tensor(data.all_client_test_indices())
+        return accuracy(self.predictor(model)(model, data.test.images[idx]), data.test.labels[idx])
+
+    # -- labels and output --------------------------------------------------------------------------
+    def data_label(self, data: ImageData | FederatedDataset) -> str:
+        """What the data is, for labels (the offline copy says it is lossy)."""
+        images = data.train if isinstance(data, FederatedDataset) else data
+        name = data.name if isinstance(data, FederatedDataset) else "cifar10"
+        return DATA_NOTE if "ImageFolder" in images.source and name == "cifar10" else images.source
+
+    def label(self, data: ImageData | FederatedDataset | None = None) -> str:
+        """One line naming profile, data and hardware, for every figure and table."""
+        if data is None:
+            return f"profile {self.profile.name} · {self.hardware}"
+        name = data.name if isinstance(data, FederatedDataset) else "cifar10"
+        return f"profile {self.profile.name} · {name} ({self.data_label(data)}) · {self.hardware}"
+
+    def save_figure(self, fig: Figure, name: str) -> Figure:
+        """Write `fig` to figures/<name>.png and return it (so a cell can show it)."""
+        reports.save_figure(fig, self.figures, name)
+        return fig
+
+    def save_table(self, table: pd.DataFrame, name: str, caption: str | None = None) -> pd.DataFrame:
+        """Write `table` to figures/<name>.csv and .md and return it."""
+        reports.save_table(table, self.figures, name, caption)
+        return table
+
+    def write_record(self, name: str, doc: dict) -> Path:
+        """Write <run>/<name>.json (profile, seeds and hardware added)."""
+        return write_json(self.folder / f"{name}.json", {"profile": self.profile.name, "hardware": self.hardware,
+                                                          **self.seeds(), **doc})
+
+    def sample(self, split: str, n: int, seed: int) -> ImageData:
+        """`n` random images of a CIFAR-10 split (for pictures and attacks; no partition needed)."""
+        return sample_images(load_dataset("cifar10", split, self.data_root, self.profile.max_per_class,
+                                          self.profile.download), n, seed)
+
