@@ -13,7 +13,7 @@ def _train(args: argparse.Namespace) -> None:
 
     run = StudyRun.open(args.profile, args.run_dir, args.data)
     for dataset in args.datasets or run.profile.datasets:
-        data = run.write_partition(dataset)  # the same writer as notebook 01; kept if already recorded
+        data = run.write_partition(dataset, restart=args.restart)  # notebook 01's writer; kept if recorded alike
         print(f"[train] {run.profile.name}/{dataset}: {data.num_clients} clients, device {run.device}", flush=True)
         out = run.dataset_dir(dataset)
         if not args.baseline_only:
@@ -63,7 +63,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="copy figures to figures/<profile>/ (default: yes except for smoke)")
     s.set_defaults(func=_study)
     args = ap.parse_args(argv)
-    args.func(args)
+    from .federated.checkpoints import NothingTrained
+    from .files import DamagedFile, FolderInUse
+
+    try:
+        args.func(args)
+    except (NothingTrained, DamagedFile, FolderInUse, ValueError, OSError) as exc:
+        # Expected failures get one line naming the problem and the fix, and a non-zero exit.
+        sys.exit(f"[{args.command}] {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

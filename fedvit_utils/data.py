@@ -49,20 +49,40 @@ class ImageData:
         return ImageData(self.images[idx], self.labels[idx], self.classes, self.source)
 
 
+class DataError(ValueError):
+    """A data folder holds something that cannot be used; the message names the file or folder."""
+
+
+def _visible(folder: Path) -> list[Path]:
+    # Hidden entries (.DS_Store, macOS "._*" resource forks, editor files) are not data.
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
 def _is_imagefolder(root: Path, split: str) -> bool:
     d = root / split
-    return d.is_dir() and any(p.is_dir() for p in d.iterdir())
+    return d.is_dir() and any(p.is_dir() for p in _visible(d))
+
+
+def _decode(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode {path} ({exc}): replace or delete that file.") from exc
 
 
 def load_imagefolder(root: str | os.PathLike, split: str = "train", max_per_class: int | None = None) -> ImageData:
     """Decode `<root>/<split>/<class>/*` into memory; classes sorted by name (CIFAR-10's label order)."""
     base = Path(root) / split
-    classes = sorted(p.name for p in base.iterdir() if p.is_dir())
+    if not base.is_dir():
+        raise DataNotFound(f"{Path(root)} has no {split}/ folder: an ImageFolder tree needs "
+                           f"<root>/train/<class>/*.jpg and <root>/test/<class>/*.jpg.")
+    classes = [p.name for p in _visible(base) if p.is_dir()]
     images, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(f for f in (base / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        files = [f for f in _visible(base / name) if f.suffix.lower() in IMAGE_SUFFIXES]
         for f in files[:max_per_class]:
-            images.append(np.asarray(Image.open(f).convert("RGB")))
+            images.append(_decode(f))
             labels.append(label)
     if not images:
         raise DataNotFound(f"{base} has class folders but no images ({IMAGE_SUFFIXES}).")
@@ -111,6 +131,10 @@ def load_dataset(
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}.")
     root = paths.data_root(data_root)
+    if root is not None and not _is_imagefolder(root, split) and _is_imagefolder(root, "train" if split == "test"
+                                                                                  else "test"):
+        raise DataNotFound(f"{root} has class folders under {'train' if split == 'test' else 'test'}/ but none under "
+                           f"{split}/: an ImageFolder tree needs both splits, <root>/{{train,test}}/<class>/*.jpg.")
     if root is not None and _is_imagefolder(root, split):
         data = load_imagefolder(root, split, max_per_class)
         expected = 10 if name == "cifar10" else 100
@@ -125,6 +149,17 @@ def load_dataset(
         keep = np.concatenate([np.flatnonzero(labels == c)[:max_per_class] for c in range(len(data.classes))])
         data = data.subset(np.sort(keep))
     return data
+
+
+def check_same_classes(train: ImageData, test: ImageData) -> None:
+    """Refuse train and test splits whose class lists differ (labels would silently mean other classes)."""
+    if train.classes != test.classes:
+        only_train = sorted(set(train.classes) - set(test.classes))
+        only_test = sorted(set(test.classes) - set(train.classes))
+        raise DataError(
+            f"the train and test splits of {train.source} name different classes (only in train: {only_train[:5]}, "
+            f"only in test: {only_test[:5]}): rename the class folders so both splits have the same ones."
+        )
 
 
 def sample_images(data: ImageData, n: int, seed: int = 0) -> ImageData:

@@ -116,6 +116,13 @@ def _check_images(images: torch.Tensor, key: SecretKey, allow_integer: bool) -> 
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"expected a batch of images (B, C, H, W), got {shape}; add a batch dimension.")
     _, c, h, w = images.shape
+    if images.is_complex():
+        raise TypeError(f"images have complex dtype {images.dtype}; encryption takes real pixel values.")
+    if c != key.channels and w == key.channels and h % key.patch_size == 0:
+        raise KeyMismatchError(
+            f"images of shape {tuple(images.shape)} look channels-last (B, H, W, C); encryption takes (B, C, H, W): "
+            f"pass images.permute(0, 3, 1, 2)."
+        )
     if c != key.channels:
         raise KeyMismatchError(
             f"images have {c} channels but the key was made for {key.channels}: "
@@ -133,6 +140,12 @@ def _check_images(images: torch.Tensor, key: SecretKey, allow_integer: bool) -> 
             f"images have integer dtype {images.dtype}; a {key.kind!r} key mixes pixel values, which needs "
             f"floats: convert and normalize first (e.g. Preprocess), or use a 'permutation' key, which "
             f"only moves pixels and keeps uint8 images exact."
+        )
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).sum())
+        raise ValueError(
+            f"images contain {bad} NaN or infinite values: encryption would spread each over a whole block "
+            f"(and Eq. 14 cannot hold for them); clean or drop those images first."
         )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -245,10 +246,15 @@ class SecretKey:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SecretKey:
-        """Read a key written by `save`, verifying its checksum and shapes."""
+        """Read a key written by `save`: owner-only file, checksum, strict metadata and shapes."""
         path = Path(path)
         if not path.is_file():
             raise KeyFileError(f"no key file at {path}; generate one with generate_key(...).save(path).")
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            # As ssh does with private keys: a secret others can read is no longer a secret.
+            raise KeyFileError(f"key file {path} is readable by others (mode {mode:04o}): run `chmod 600 {path}` "
+                               f"if nobody else could have read it, otherwise treat the key as leaked.")
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
@@ -258,23 +264,48 @@ class SecretKey:
         if missing:
             raise KeyFileError(f"key file {path} lacks {sorted(missing)}; it was not written by SecretKey.save.")
         try:
-            meta = json.loads(arrays["meta"].tobytes().decode())
-            if meta.get("format") != FORMAT_VERSION:
-                raise KeyFileError(f"key file {path} has format {meta.get('format')}, expected {FORMAT_VERSION}.")
+            meta = _parse_meta(arrays["meta"])
             key = cls(
                 kind=meta["kind"],
-                image_size=_pair(meta["image_size"]),
-                patch_size=int(meta["patch_size"]),
-                channels=int(meta["channels"]),
-                block_permutation=arrays["block_permutation"].astype(np.int64),
-                matrix=arrays["matrix"].astype(np.float64),
+                image_size=tuple(meta["image_size"]),
+                patch_size=meta["patch_size"],
+                channels=meta["channels"],
+                block_permutation=arrays["block_permutation"],
+                matrix=arrays["matrix"],
                 pixel_permutation=arrays.get("pixel_permutation"),
             )
-        except (KeyError, TypeError, json.JSONDecodeError, np.linalg.LinAlgError) as exc:
-            raise KeyFileError(f"key file {path} is malformed ({type(exc).__name__}).") from exc
+        except KeyFileError as exc:
+            raise KeyFileError(f"key file {path}: {exc}") from exc
+        except (KeyError, TypeError, ValueError, np.linalg.LinAlgError) as exc:
+            raise KeyFileError(f"key file {path} is malformed ({type(exc).__name__}: {exc}).") from exc
         if arrays["checksum"].tobytes().decode(errors="replace") != key._digest():
             raise KeyFileError(f"key file {path} fails its checksum: it was modified or corrupted.")
         return key
+
+
+def _parse_meta(raw: np.ndarray) -> dict:
+    """The metadata of a key file, every field checked for its exact type."""
+    try:
+        meta = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KeyFileError(f"metadata is not JSON text ({type(exc).__name__}).") from exc
+    if not isinstance(meta, dict):
+        raise KeyFileError(f"metadata is a {type(meta).__name__}, not a JSON object.")
+    if meta.get("format") != FORMAT_VERSION:
+        raise KeyFileError(f"format {meta.get('format')!r}, expected {FORMAT_VERSION}.")
+
+    def positive_int(value: object) -> bool:
+        return type(value) is int and value > 0
+
+    size = meta.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(positive_int(v) for v in size)):
+        raise KeyFileError(f"image_size must be [height, width] as two positive integers, not {size!r}.")
+    for name in ("patch_size", "channels"):
+        if not positive_int(meta.get(name)):
+            raise KeyFileError(f"{name} must be a positive integer, not {meta.get(name)!r}.")
+    if meta.get("kind") not in KEY_KINDS:
+        raise KeyFileError(f"unknown key kind {meta.get('kind')!r}; expected one of {KEY_KINDS}.")
+    return meta
 
 
 def _haar_orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -14,6 +14,7 @@ position E_b moved it to, where the permuted position embedding waits for it. So
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -21,7 +22,15 @@ from torch import nn
 from .keys import KeyMismatchError, SecretKey
 from .models import Embeddings, embeddings
 
-__all__ = ["encrypt_model", "fold_normalization"]
+__all__ = ["encrypt_model", "fold_normalization", "is_encrypted"]
+
+# Set on every encrypted copy (deepcopy keeps it): encrypting again would compose two keys silently.
+ENCRYPTED_MARK = "fedvit_encrypted_with"
+
+
+def is_encrypted(model: nn.Module) -> bool:
+    """True if `model` came out of `encrypt_model`."""
+    return getattr(model, ENCRYPTED_MARK, None) is not None
 
 
 def _check_model_key(parts: Embeddings, key: SecretKey) -> None:
@@ -48,6 +57,11 @@ def _check_model_key(parts: Embeddings, key: SecretKey) -> None:
 @torch.no_grad()
 def encrypt_model(model: nn.Module, key: SecretKey) -> nn.Module:
     """Return an encrypted copy of a timm ViT: E_hat = E_a E (Eq. 3), E_pos_hat = E_b E_pos (Eq. 8)."""
+    if is_encrypted(model):
+        raise ValueError(
+            f"this model is already encrypted (key {getattr(model, ENCRYPTED_MARK)}): encrypting it again would "
+            f"compose two keys; encrypt the plain model instead."
+        )
     _check_model_key(embeddings(model), key)
     encrypted = copy.deepcopy(model)
     proj, pos, prefix_rows, _ = embeddings(encrypted)
@@ -62,6 +76,7 @@ def encrypt_model(model: nn.Module, key: SecretKey) -> nn.Module:
         patch_rows = pos[:, prefix_rows:].clone()
         # Row i of E_b E_pos is row l_e(i) of E_pos (Eq. 5-8); prefix rows are untouched (row 0 of Eq. 6).
         pos[:, prefix_rows:] = patch_rows[:, order]
+    setattr(encrypted, ENCRYPTED_MARK, key.fingerprint)
     return encrypted
 
 
@@ -76,6 +91,12 @@ def fold_normalization(
     c = embeddings(model).proj.in_channels
     if len(mean) != c or len(std) != c:
         raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries for a {c}-channel model.")
+    if not all(math.isfinite(v) for v in (*mean, *std, scale)) or any(v == 0 for v in (*std, scale)):
+        raise ValueError(f"mean {tuple(mean)}, std {tuple(std)} and scale {scale} must be finite, with std and "
+                         f"scale non-zero: the folded weights divide by them.")
+    if is_encrypted(model):
+        raise ValueError("fold the normalization into the plain model, then encrypt it: normalization acts on plain "
+                         "pixels and does not commute with a key that mixes channels.")
     out = copy.deepcopy(model)
     proj = embeddings(out).proj
     device = proj.weight.device

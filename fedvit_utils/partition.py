@@ -10,7 +10,6 @@ proportions from Dir(alpha) (Hsu et al., 2019): small alpha gives strongly non-I
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,9 @@ import numpy as np
 import torch
 
 from .data import ImageData
-from .files import write_json
-from .profiles import Profile
+from .files import read_checked_json, write_checked_json
+from .profiles import SCHEMES, Profile
 from .seeds import derive_seed
-
-SCHEMES = ("iid", "dirichlet")
 
 
 def partition(
@@ -152,6 +149,14 @@ def client_splits(profile: Profile, train_labels: np.ndarray, test_labels: np.nd
                   data_source: str) -> ClientSplits:
     """Draw the profile's client splits of the training and test labels (seeded by partition_seed)."""
     p = profile
+    for split, labels, per_client in (("train", train_labels, p.train_per_client), ("test", test_labels,
+                                                                                     p.test_per_client)):
+        if p.num_clients * per_client > len(labels):
+            raise ValueError(
+                f"profile {p.name!r}: num_clients={p.num_clients} x {split}_per_client={per_client} needs "
+                f"{p.num_clients * per_client} {split} images but {data_source} has {len(labels)} (max_per_class="
+                f"{p.max_per_class}): lower {split}_per_client or num_clients, or raise max_per_class."
+            )
     train = partition(train_labels, p.num_clients, p.partition_scheme, p.train_per_client, p.dirichlet_alpha,
                       p.partition_seed)
     # The test split has its own seed stream so changing test sizes never reshuffles training data.
@@ -171,12 +176,16 @@ def save_splits(path: str | os.PathLike, splits: ClientSplits, train_labels: np.
     for name, clients, labels in (("train", splits.train, train_labels), ("test", splits.test, test_labels)):
         doc["splits"][name] = {"indices": [c.tolist() for c in clients],
                                "class_counts": class_counts(clients, labels, splits.num_classes).tolist()}
-    return write_json(path, doc, indent=None)
+    return write_checked_json(path, doc)
+
+
+PARTITION_HINT = ("delete it and rerun notebook 01 (or `python -m fedvit_utils train --restart`): the split is drawn "
+                  "again from partition_seed")
 
 
 def load_splits(path: str | os.PathLike) -> ClientSplits:
-    """Read client splits back from a partition file."""
-    doc = json.loads(Path(path).read_text())
+    """Read client splits back from a partition file, verifying its checksum."""
+    doc = read_checked_json(path, PARTITION_HINT)
     train, test = ([np.asarray(c, dtype=np.int64) for c in doc["splits"][split]["indices"]]
                    for split in ("train", "test"))
     return ClientSplits(train, test, doc["meta"], int(doc["num_classes"]))

@@ -18,13 +18,22 @@ The same file works for ``python -m fedvit_utils train``, ``study`` and the note
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .data import DATASETS
+from .keys import KEY_KINDS
+
 SMALL_VIT = dict(img_size=32, patch_size=8, embed_dim=192, depth=6, num_heads=3)
+SCHEMES = ("iid", "dirichlet")  # how clients' splits are drawn (see partition)
+
+
+class ProfileError(ValueError):
+    """A profile setting that cannot work; the message names the setting, its value and the choices."""
 
 
 @dataclass
@@ -74,13 +83,13 @@ class Profile:
 
     def __post_init__(self) -> None:
         if isinstance(self.security, dict):
+            unknown = set(self.security) - {f.name for f in dataclasses.fields(SecuritySettings)}
+            if unknown:
+                raise ProfileError(f"unknown security settings {sorted(unknown)}; see profiles.SecuritySettings.")
             self.security = SecuritySettings(**self.security)
         if isinstance(self.datasets, str):
             self.datasets = [self.datasets]
-        if self.aggregation not in ("fedavg", "fedsgd"):
-            raise ValueError(f"aggregation must be 'fedavg' or 'fedsgd', not {self.aggregation!r}.")
-        if self.clients_per_round is not None and not 1 <= self.clients_per_round <= self.num_clients:
-            raise ValueError(f"clients_per_round={self.clients_per_round} must be in 1..{self.num_clients}.")
+        _validate(self)
 
     @property
     def total_epochs(self) -> int:
@@ -97,6 +106,56 @@ class Profile:
         for name in ("name", "security", "key_seed", "key_kind", "eval_batch_size", "device", "download"):
             doc.pop(name)
         return doc
+
+
+def _validate(p: Profile) -> None:
+    """Refuse, before any work starts, settings that cannot train or that a later step would reject."""
+
+    def check(ok: bool, name: str, rule: str) -> None:
+        if not ok:
+            raise ProfileError(f"profile {p.name!r}: {name}={getattr(p, name, None)!r} is not valid; {rule}.")
+
+    def integer(value: object, low: int = 1) -> bool:
+        return type(value) is int and value >= low
+
+    def number(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+    check(isinstance(p.datasets, list) and bool(p.datasets) and set(p.datasets) <= set(DATASETS), "datasets",
+          f"choose from {list(DATASETS)}")
+    check(isinstance(p.model, str) and bool(p.model), "model", "name a timm ViT, e.g. 'vit_base_patch16_224'")
+    check(isinstance(p.model_kwargs, dict), "model_kwargs", "give a mapping of timm.create_model arguments")
+    for name in ("num_clients", "train_per_client", "test_per_client", "rounds", "local_epochs", "batch_size",
+                 "eval_batch_size"):
+        check(integer(getattr(p, name)), name, "use a whole number >= 1")
+    for name in ("partition_seed", "training_seed", "key_seed"):
+        check(integer(getattr(p, name), 0), name, "use a whole number >= 0")
+    check(p.max_per_class is None or integer(p.max_per_class), "max_per_class", "use None or a whole number >= 1")
+    check(p.partition_scheme in SCHEMES, "partition_scheme", f"choose from {list(SCHEMES)}")
+    check(p.partition_scheme != "dirichlet" or (number(p.dirichlet_alpha) and p.dirichlet_alpha > 0),
+          "dirichlet_alpha", "the dirichlet scheme needs alpha > 0 (e.g. 0.5; smaller is more skewed)")
+    check(p.aggregation in ("fedavg", "fedsgd"), "aggregation", "choose 'fedavg' or 'fedsgd'")
+    check(p.clients_per_round is None or (integer(p.clients_per_round) and p.clients_per_round <= p.num_clients),
+          "clients_per_round", f"use None (every client) or a whole number in 1..num_clients={p.num_clients}")
+    check(number(p.lr) and p.lr > 0, "lr", "use a finite learning rate > 0 (the paper: 1e-3)")
+    check(number(p.momentum) and 0 <= p.momentum < 1, "momentum", "use a value in [0, 1) (the paper: 0.9)")
+    check(number(p.weight_decay) and p.weight_decay >= 0, "weight_decay", "use a finite value >= 0")
+    check(isinstance(p.device, str) and (p.device in ("auto", "cpu", "mps") or p.device.split(":")[0] == "cuda"),
+          "device", "choose 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    check(p.key_kind in KEY_KINDS, "key_kind", f"choose from {list(KEY_KINDS)}")
+    check(p.checkpoint_path is None or isinstance(p.checkpoint_path, str), "checkpoint_path",
+          "give the path of a local weights file, or leave it unset")
+    s = p.security
+    for name in ("n_images", "n_unseen"):
+        if not integer(getattr(s, name)):
+            raise ProfileError(f"profile {p.name!r}: security.{name}={getattr(s, name)!r} must be a whole number >= 1.")
+    for name in ("known_pairs", "photo_known_pairs"):
+        ks = getattr(s, name)
+        if not (isinstance(ks, list) and ks and all(integer(k, 0) for k in ks)):
+            raise ProfileError(f"profile {p.name!r}: security.{name}={ks!r} must be a non-empty list of whole numbers.")
+    if max(s.known_pairs) + s.n_unseen > s.n_images:
+        raise ProfileError(f"profile {p.name!r}: security.n_images={s.n_images} is too few for max(known_pairs)="
+                           f"{max(s.known_pairs)} plus n_unseen={s.n_unseen}: raise n_images or lower the others.")
 
 
 PROFILES: dict[str, Profile] = {
@@ -140,14 +199,15 @@ def load_profile(name_or_path: str | os.PathLike = "smoke", **overrides) -> Prof
     else:
         path = Path(text).expanduser()
         if not path.is_file():
-            raise ValueError(f"unknown profile {text!r}: use one of {sorted(PROFILES)} or a YAML file.")
+            raise ProfileError(f"unknown profile {text!r}: use one of {sorted(PROFILES)} or a YAML file.")
         changes = yaml.safe_load(path.read_text()) or {}
         base = changes.pop("base", "smoke")
         if base not in PROFILES:
-            raise ValueError(f"{path}: base {base!r} is not a profile; use one of {sorted(PROFILES)}.")
+            raise ProfileError(f"{path}: base {base!r} is not a profile; use one of {sorted(PROFILES)}.")
         doc = _merge(dataclasses.asdict(PROFILES[base]), {"name": path.stem, **changes})
     known = {f.name for f in dataclasses.fields(Profile)}
     unknown = (set(doc) | set(overrides)) - known
     if unknown:
-        raise TypeError(f"unknown profile settings {sorted(unknown)}; see fedvit_utils.profiles.Profile.")
+        raise ProfileError(f"unknown profile settings {sorted(unknown)}; see fedvit_utils.profiles.Profile.")
     return Profile(**_merge(doc, {k: v for k, v in overrides.items() if v is not None}))
+

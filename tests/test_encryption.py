@@ -212,3 +212,31 @@ def test_derived_tensors_live_on_the_key_and_die_with_it(kind):
     del key, cached
     gc.collect()
     assert all(r() is None for r in refs), "a derived tensor outlived its key"
+
+
+# -- misuse is named, never silent ---------------------------------------------------------------------
+def test_encrypting_a_model_twice_or_folding_after_encrypting_is_refused():
+    from fedvit_utils.model_encryption import fold_normalization, is_encrypted
+
+    model = vit_zoo.make("small32_p8")
+    key = _key_for(model, "orthogonal")
+    enc = encrypt_model(model, key)
+    assert is_encrypted(enc) and not is_encrypted(model)
+    with pytest.raises(ValueError, match=f"already encrypted \\(key {key.fingerprint}\\)"):
+        encrypt_model(enc, _key_for(model, "orthogonal", seed=2))
+    with pytest.raises(ValueError, match="fold the normalization into the plain model"):
+        fold_normalization(enc, (0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(ValueError, match="std and scale non-zero"):
+        fold_normalization(model, (0.5,) * 3, (0.5, 0.0, 0.5))
+
+
+def test_bad_pixels_and_layouts_are_named():
+    key = generate_key(32, 8, kind="orthogonal", seed=0)
+    x = torch.rand(2, 3, 32, 32)
+    x[1, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        encrypt_images(x, key)
+    with pytest.raises(KeyMismatchError, match="channels-last.*permute\\(0, 3, 1, 2\\)"):
+        encrypt_images(torch.rand(2, 32, 32, 3), key)
+    with pytest.raises(TypeError, match="complex dtype"):
+        encrypt_images(torch.rand(2, 3, 32, 32, dtype=torch.complex64), key)

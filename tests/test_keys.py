@@ -73,6 +73,7 @@ def test_truncated_tampered_and_missing_files_fail_loudly(tmp_path):
     path = key.save(tmp_path / "k.key")
     raw = path.read_bytes()
     (tmp_path / "trunc.key").write_bytes(raw[: len(raw) // 2])
+    os.chmod(tmp_path / "trunc.key", 0o600)
     with pytest.raises(KeyFileError, match="truncated"):
         SecretKey.load(tmp_path / "trunc.key")
     with pytest.raises(KeyFileError, match="no key file"):
@@ -83,11 +84,13 @@ def test_truncated_tampered_and_missing_files_fail_loudly(tmp_path):
     arrays["matrix"] = arrays["matrix"].copy()
     arrays["matrix"][0, 0] += 1e-3
     np.savez(tmp_path / "tampered.npz", **arrays)
+    os.chmod(tmp_path / "tampered.npz", 0o600)
     with pytest.raises(KeyFileError, match="checksum"):
         SecretKey.load(tmp_path / "tampered.npz")
     # Wrong shape: a matrix that does not fit the recorded block size.
     arrays["matrix"] = np.eye(10)
     np.savez(tmp_path / "shape.npz", **arrays)
+    os.chmod(tmp_path / "shape.npz", 0o600)
     with pytest.raises(KeyFileError, match="shape"):
         SecretKey.load(tmp_path / "shape.npz")
 
@@ -109,3 +112,45 @@ def test_gaussian_refuses_ill_conditioned_draws():
 def test_unknown_kind():
     with pytest.raises(ValueError, match="unknown key kind"):
         generate_key(32, 4, kind="rot13")
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path):
+    path = generate_key(32, 4, seed=1).save(tmp_path / "k.key")
+    os.chmod(path, 0o644)
+    with pytest.raises(KeyFileError, match="readable by others.*chmod 600"):
+        SecretKey.load(path)
+    os.chmod(path, 0o600)
+    assert SecretKey.load(path) == generate_key(32, 4, seed=1)
+
+
+@pytest.mark.parametrize("meta,message", [
+    (b"\xff\xfe not utf-8", "not JSON text"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'{"format": 1, "kind": "orthogonal", "image_size": "32", "patch_size": 4, "channels": 3}', "image_size"),
+    (b'{"format": 1, "kind": "orthogonal", "image_size": [32, 32], "patch_size": 4.0, "channels": 3}', "patch_size"),
+    (b'{"format": 1, "kind": "rot13", "image_size": [32, 32], "patch_size": 4, "channels": 3}', "unknown key kind"),
+])
+def test_crafted_metadata_is_a_key_file_error(tmp_path, meta, message):
+    path = generate_key(32, 4, seed=1).save(tmp_path / "k.key")
+    with np.load(path) as data:
+        arrays = {n: data[n] for n in data.files}
+    arrays["meta"] = np.frombuffer(meta, dtype=np.uint8)
+    with open(tmp_path / "crafted.key", "wb") as fh:
+        np.savez(fh, **arrays)
+    os.chmod(tmp_path / "crafted.key", 0o600)
+    with pytest.raises(KeyFileError, match=message):
+        SecretKey.load(tmp_path / "crafted.key")
+
+
+def test_nothing_dumps_the_key_material():
+    import dataclasses
+
+    key = generate_key(16, 4, kind="orthogonal", seed=0)
+    with pytest.raises(TypeError):
+        vars(key)
+    with pytest.raises(TypeError):
+        dataclasses.asdict(key)
+    with pytest.raises(AttributeError, match="read-only"):
+        key.kind = "permutation"
+    with pytest.raises(ValueError):
+        key.matrix[0, 0] = 1.0  # the arrays are read-only views

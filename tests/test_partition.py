@@ -59,7 +59,7 @@ def test_record_round_trip_and_plot(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(splits.train, clients, strict=True))
     assert all(np.array_equal(a, b) for a, b in zip(splits.test, tests, strict=True))
     assert all(c.dtype == np.int64 for c in splits.train)
-    counts = json.loads(path.read_text())["splits"]["train"]["class_counts"]
+    counts = json.loads(path.read_text())["content"]["splits"]["train"]["class_counts"]
     assert counts == class_counts(splits.train, LABELS, 10).tolist() == [[10] * 10] * 4
     fig = class_counts_figure(class_counts(clients, LABELS, 10), [str(i) for i in range(10)])
     assert len(fig.axes[0].containers) == 10

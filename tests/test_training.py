@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from fedvit_utils.__main__ import main
+from fedvit_utils.federated import checkpoints
 from fedvit_utils.federated.centralized import run_centralized
 from fedvit_utils.federated.client import LocalTraining
 from fedvit_utils.federated.server import run_federated, select_clients
+from fedvit_utils.files import load_checked
 from fedvit_utils.models import build_model
 from fedvit_utils.profiles import load_profile
 from fedvit_utils.study.run import StudyRun
@@ -41,7 +43,11 @@ class _Task:
 
 
 def _weights(out):
-    return torch.load(out / "model.pt", weights_only=True)
+    return checkpoints.load_model_state(out)
+
+
+def _step(out):
+    return load_checked(out / checkpoints.CHECKPOINT, "")["step"]
 
 
 def _same(a, b):
@@ -76,7 +82,7 @@ def test_resume_refuses_other_settings(tmp_path, cifar_root):
     base = _Task(tmp_path, cifar_root, "c").train(run_centralized, stop_after=1)
     with pytest.raises(ValueError, match="training_seed"):
         _Task(tmp_path, cifar_root, "c", training_seed=7).train(run_centralized)
-    assert torch.load(base / "checkpoint.pt", weights_only=False)["step"] == 1  # the old run is left intact
+    assert _step(base) == 1  # the old run is left intact
 
 
 def test_failing_and_diverging_clients_are_left_out(tmp_path, cifar_root, monkeypatch):
@@ -96,7 +102,7 @@ def test_failing_and_diverging_clients_are_left_out(tmp_path, cifar_root, monkey
         out = _Task(tmp_path, cifar_root).train(run_federated)
     text = " ".join(str(w.message) for w in [*caught, *caught5])
     assert "client 3 failed (RuntimeError: disk full)" in text and "client 5 sent a non-finite update" in text
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert _step(out) == 2
     weights = _weights(out)
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
     trained = pd.read_csv(out / "history.csv").query("model == 'local' and data == 'train'")

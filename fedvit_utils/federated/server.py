@@ -49,42 +49,42 @@ def run_federated(profile: Profile, data: FederatedDataset, out: str | os.PathLi
     model, trainer = model_and_trainer(p, data.num_classes, device, progress)
     preprocess = trainer.preprocess
     server_opt = trainer.optimizer(model) if p.aggregation == "fedsgd" else None
-    run = TrainingRun(out, run_settings(p, data.name), p.rounds, resume)
-    if run.model_state is not None:
-        model.load_state_dict(run.model_state)
-        if server_opt is not None:
-            server_opt.load_state_dict(run.extra["server_optimizer"])
-    client_test = data.client_test_indices()
-    last = p.rounds if stop_after is None else min(p.rounds, stop_after)
-    for rnd in tqdm(range(run.done, last), desc="rounds", disable=not progress, initial=run.done, total=p.rounds):
-        tic = time.perf_counter()
-        global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        mean, rows, trained = FedAvg(), [], 0
-        for c in select_clients(p.num_clients, p.clients_per_round, p.training_seed, rnd):
-            update = _train_client(trainer, model, global_state, data, p.aggregation, rnd, c)
-            if update is None:
-                continue
-            mean.add(update.state, update.num_examples)
-            trained += update.num_examples * (p.local_epochs if p.aggregation == "fedavg" else 1)
-            rows += _client_rows(trainer, model, data, client_test, update, p, rnd, c)
-        model.load_state_dict(global_state)
-        try:
-            integrated = mean.result()
-        except NoClientUpdates:
-            warnings.warn(f"round {rnd + 1}: every client failed; the global model is unchanged.", stacklevel=2)
-        else:
+    with TrainingRun(out, run_settings(p, data.name), p.rounds, resume) as run:
+        if run.model_state is not None:
+            model.load_state_dict(run.model_state)
             if server_opt is not None:
-                apply_gradient(model, integrated, server_opt)
+                server_opt.load_state_dict(run.extra["server_optimizer"])
+        client_test = data.client_test_indices()
+        last = p.rounds if stop_after is None else min(p.rounds, stop_after)
+        for rnd in tqdm(range(run.done, last), desc="rounds", disable=not progress, initial=run.done, total=p.rounds):
+            tic = time.perf_counter()
+            global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            mean, rows, trained = FedAvg(), [], 0
+            for c in select_clients(p.num_clients, p.clients_per_round, p.training_seed, rnd):
+                update = _train_client(trainer, model, global_state, data, p.aggregation, rnd, c)
+                if update is None:
+                    continue
+                mean.add(update.state, update.num_examples)
+                trained += update.num_examples * (p.local_epochs if p.aggregation == "fedavg" else 1)
+                rows += _client_rows(trainer, model, data, client_test, update, p, rnd, c)
+            model.load_state_dict(global_state)
+            try:
+                integrated = mean.result()
+            except NoClientUpdates:
+                warnings.warn(f"round {rnd + 1}: every client failed; the global model is unchanged.", stacklevel=2)
             else:
-                model.load_state_dict(integrated)
-        seconds = time.perf_counter() - tic
-        logits = predict(model, data.test.images, preprocess, p.eval_batch_size, device)
-        rows = evaluation_rows(logits, data.test.labels, client_test, round=rnd + 1, model="integrated") + rows
-        run.save(model.state_dict(), rows, seconds, trained,
-                 extra={"server_optimizer": server_opt.state_dict() if server_opt else None},
-                 summary={"partition_seed": data.splits.settings["partition_seed"], "training_seed": p.training_seed,
-                          "rounds_done": rnd + 1})
-    run.finish(model.state_dict())
+                if server_opt is not None:
+                    apply_gradient(model, integrated, server_opt)
+                else:
+                    model.load_state_dict(integrated)
+            seconds = time.perf_counter() - tic
+            logits = predict(model, data.test.images, preprocess, p.eval_batch_size, device)
+            rows = evaluation_rows(logits, data.test.labels, client_test, round=rnd + 1, model="integrated") + rows
+            run.save(model.state_dict(), rows, seconds, trained, mean.count,
+                     extra={"server_optimizer": server_opt.state_dict() if server_opt else None},
+                     summary={"partition_seed": data.splits.settings["partition_seed"],
+                              "training_seed": p.training_seed, "rounds_done": rnd + 1})
+        run.finish(model.state_dict())
     return out
 
 

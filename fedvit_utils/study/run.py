@@ -25,13 +25,13 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .. import paths
-from ..data import ImageData, Preprocess, load_dataset, sample_images
+from ..data import ImageData, Preprocess, check_same_classes, load_dataset, sample_images
 from ..devices import hardware, prepare_model, resolve_device
 from ..evaluation import Predict, accuracy, exact_predictor
 from ..federated import checkpoints
 from ..federated.centralized import run_centralized
 from ..federated.server import run_federated
-from ..files import write_json
+from ..files import RunLock, remove_orphans, write_json
 from ..keys import SecretKey, client_keys
 from ..models import build_model, input_size, patch_size
 from ..partition import FederatedDataset, client_splits, load_splits, save_splits, split_settings
@@ -98,20 +98,27 @@ class StudyRun:
         p = self.profile
         return load_dataset(dataset, split, self.data_root, p.max_per_class, p.download)
 
-    def write_partition(self, dataset: str) -> FederatedDataset:
-        """Notebook 01: load the data and record the clients' splits (kept if already recorded alike)."""
+    def _load_both(self, dataset: str) -> tuple[ImageData, ImageData]:
         train, test = self._load(dataset, "train"), self._load(dataset, "test")
+        check_same_classes(train, test)
+        return train, test
+
+    def write_partition(self, dataset: str, restart: bool = False) -> FederatedDataset:
+        """Notebook 01: load the data and record the clients' splits (kept if recorded alike; `restart` redraws)."""
+        train, test = self._load_both(dataset)
         path = self.dataset_dir(dataset) / "partition.json"
         settings = json.loads(json.dumps(split_settings(self.profile, train.source)))
-        if path.exists():
-            splits = load_splits(path)
-            if splits.settings != settings:
-                raise ValueError(f"{path} was made with other settings {splits.settings}; use a new run folder "
-                                 f"for {settings}.")
-        else:
-            splits = client_splits(self.profile, train.labels.numpy(), test.labels.numpy(), len(train.classes),
-                                   train.source)
-            save_splits(path, splits, train.labels.numpy(), test.labels.numpy())
+        with RunLock(self.dataset_dir(dataset), "partition"):
+            remove_orphans(self.dataset_dir(dataset))
+            if path.exists() and not restart:
+                splits = load_splits(path)
+                if splits.settings != settings:
+                    raise ValueError(f"{path} was made with other settings {splits.settings}; use a new run folder "
+                                     f"for {settings}, or start over with --restart.")
+            else:
+                splits = client_splits(self.profile, train.labels.numpy(), test.labels.numpy(), len(train.classes),
+                                       train.source)
+                save_splits(path, splits, train.labels.numpy(), test.labels.numpy())
         return FederatedDataset(dataset, train, test, splits)
 
     def load_data(self, dataset: str) -> FederatedDataset:
@@ -120,7 +127,7 @@ class StudyRun:
         if not path.exists():
             raise _missing(path, PARTITION)
         splits = load_splits(path)
-        train, test = self._load(dataset, "train"), self._load(dataset, "test")
+        train, test = self._load_both(dataset)
         expected = json.loads(json.dumps(split_settings(self.profile, train.source)))
         if splits.settings != expected:
             changed = sorted(k for k in expected if splits.settings.get(k) != expected[k])
@@ -164,11 +171,17 @@ class StudyRun:
 
     def create_keys(self, dataset: str, model: nn.Module) -> list[SecretKey]:
         """Notebook 03: one key per client, drawn and saved once; an existing set is loaded, never replaced."""
-        p, files = self.profile, self._key_files(dataset)
-        present = [f for f in files if f.exists()]
-        if present:
-            keys = self.keys(dataset)  # refuses an incomplete set
-            wanted = (p.key_kind, input_size(model), patch_size(model))
+        files = self._key_files(dataset)
+        folder = paths.private_dir(paths.private_dir(self.folder / "keys") / dataset)
+        with RunLock(folder, "keys"):
+            remove_orphans(folder)
+            return self._create_keys(files, input_size(model), patch_size(model))
+
+    def _create_keys(self, files: list[Path], image_size: tuple[int, int], block: int) -> list[SecretKey]:
+        p = self.profile
+        if any(f.exists() for f in files):
+            keys = self._load_keys(files)  # refuses an incomplete set
+            wanted = (p.key_kind, image_size, block)
             if (keys[0].kind, keys[0].image_size, keys[0].patch_size) != wanted:
                 raise ValueError(
                     f"the keys in {files[0].parent} are {keys[0].kind} keys for {keys[0].image_size} images with "
@@ -177,16 +190,16 @@ class StudyRun:
                     f"with those keys needs to be decrypted again."
                 )
             return keys
-        keys = client_keys(p.num_clients, input_size(model), patch_size(model), 3, p.key_kind, p.key_seed)
-        paths.private_dir(self.folder / "keys")
-        paths.private_dir(files[0].parent)
+        keys = client_keys(p.num_clients, image_size, block, 3, p.key_kind, p.key_seed)
         for key, f in zip(keys, files, strict=True):
             key.save(f)
         return keys
 
     def keys(self, dataset: str) -> list[SecretKey]:
         """The clients' keys written by notebook 03 (all of them, or an error naming what is missing)."""
-        files = self._key_files(dataset)
+        return self._load_keys(self._key_files(dataset))
+
+    def _load_keys(self, files: list[Path]) -> list[SecretKey]:
         missing = [f for f in files if not f.exists()]
         if len(missing) == len(files):
             raise _missing(files[0].parent, KEYS)

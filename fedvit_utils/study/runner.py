@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import paths
 from ..devices import hardware
-from ..files import write_json
+from ..files import RunLock, write_json
 from ..profiles import load_profile
 
 
@@ -40,8 +40,6 @@ def run_study(
     seeds: dict[str, int] | None = None,
 ) -> Path:
     """Execute the notebooks for `profile` into `run_dir`; returns the run folder."""
-    import papermill
-
     settings = load_profile(profile, **(seeds or {}))  # a bad profile fails here, before any notebook runs
     is_file = Path(profile).suffix in (".yaml", ".yml")
     out = paths.run_dir(settings.name, run_dir).resolve()
@@ -51,9 +49,24 @@ def run_study(
         params["data_root"] = str(data_root.resolve())
     params.update(seeds or {})
     publish = settings.name != "smoke" if publish is None else publish
+    with RunLock(out, "study"):  # a second study into the same folder is refused at start
+        timings = _execute(notebooks(), out, params, only, progress)
+    record = out / "study.json"
+    if only and record.exists():  # a partial rerun keeps the other notebooks' timings
+        timings = {**json.loads(record.read_text()).get("seconds", {}), **timings}
+    write_json(record, {"profile": settings.name, "hardware": hardware(), "seconds": timings})
+    if publish:
+        publish_results(out, settings.name)
+    return out
+
+
+def _execute(sources: list[Path], out: Path, params: dict, only: list[str] | None, progress: bool) -> dict:
+    """Run the notebooks in order into out/notebooks; returns seconds per notebook."""
+    import papermill
+
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     timings = {}
-    for nb in notebooks():
+    for nb in sources:
         if only and not any(nb.stem.startswith(o) or nb.stem == o for o in only):
             continue
         start = time.monotonic()
@@ -71,13 +84,7 @@ def run_study(
         timings[nb.stem] = round(time.monotonic() - start, 1)
         if progress:
             print(f"[study] {nb.name} done in {timings[nb.stem]:.0f} s", flush=True)
-    record = out / "study.json"
-    if only and record.exists():  # a partial rerun keeps the other notebooks' timings
-        timings = {**json.loads(record.read_text()).get("seconds", {}), **timings}
-    write_json(record, {"profile": settings.name, "hardware": hardware(), "seconds": timings})
-    if publish:
-        publish_results(out, settings.name)
-    return out
+    return timings
 
 
 def publish_results(run: Path, profile: str) -> list[Path]:
