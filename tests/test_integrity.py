@@ -107,7 +107,8 @@ def test_checkpoints_load_with_weights_only_and_a_crafted_one_runs_nothing(tmp_p
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    (out / checkpoints.CHECKPOINT).write_bytes(pickle.dumps({"format": "fedvit-checked-1", "content": Payload()}, protocol=2))
+    crafted = pickle.dumps({"format": "fedvit-checked-1", "content": Payload()}, protocol=2)
+    (out / checkpoints.CHECKPOINT).write_bytes(crafted)
     with pytest.raises(DamagedFile):
         load_checked(out / checkpoints.CHECKPOINT, "fix")
     assert not marker.exists()
