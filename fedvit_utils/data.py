@@ -103,18 +103,65 @@ def load_torchvision_cifar(
     try:
         ds = cls(str(root), train=split == "train", download=download)
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted."
-        raise DataNotFound(_missing_message(name, Path(root))) from exc
+        raise DataNotFound(_missing_message(name, Path(root), [f"torchvision could not read it: {exc}"])) from exc
     images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     return ImageData(images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes), f"torchvision {name}")
 
 
-def _missing_message(name: str, root: Path | None) -> str:
-    where = f"at {root}" if root else "(no data folder set)"
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a dataset is read from: an ImageFolder tree, torchvision's CIFAR files, or a download."""
+
+    kind: str  # "imagefolder" | "torchvision" | "download"
+    root: Path
+
+
+def locate_dataset(name: str, data_root: str | os.PathLike | None = None, download: bool = False) -> DataSource:
+    """Find `name` under the data setting without decoding anything; DataNotFound says what is missing.
+
+    Looked for, in order: an ImageFolder tree <root>/<name>/{train,test}/<class>/; torchvision's files
+    (<root>/cifar-10-batches-py, <root>/cifar-100-python); an ImageFolder tree at <root> itself whose
+    class count fits the dataset; else a torchvision download if `download` is allowed.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}.")
+    root = paths.data_root(data_root)
+    notes = []
+    if root is not None:
+        for folder in (root / name, root):
+            if not (_is_imagefolder(folder, "train") or _is_imagefolder(folder, "test")):
+                continue
+            for split in ("train", "test"):
+                if not _is_imagefolder(folder, split):
+                    raise DataNotFound(f"{folder} has class folders under {'test' if split == 'train' else 'train'}/ "
+                                       f"but none under {split}/: an ImageFolder tree needs both splits, "
+                                       f"<root>/{{train,test}}/<class>/*.jpg.")
+            classes = len([p for p in _visible(folder / "train") if p.is_dir()])
+            if classes == NUM_CLASSES[name]:
+                return DataSource("imagefolder", folder)
+            if folder == root / name:
+                raise DataError(f"{folder} has {classes} classes but {name} has {NUM_CLASSES[name]}: wrong folder?")
+            notes.append(f"the ImageFolder tree at {root} has {classes} classes, not {name}'s {NUM_CLASSES[name]}")
+        if (root / TORCHVISION_FOLDERS[name]).is_dir():
+            return DataSource("torchvision", root)
+    if download:
+        return DataSource("download", root or paths.runs_dir() / "data")
+    raise DataNotFound(_missing_message(name, root, notes))
+
+
+def _missing_message(name: str, root: Path | None, notes: list[str] | None = None) -> str:
+    where = f"under {root}" if root else "(no data folder set)"
+    why = f" ({'; '.join(notes)})" if notes else ""
     return (
-        f"no {name} data {where}. Either point the data setting at an ImageFolder tree "
-        f"<root>/{{train,test}}/<class>/*.jpg or at torchvision's CIFAR files — argument data_root=..., "
-        f"environment variable {paths.DATA_ENV}=..., or `make study DATA=...` — or allow download=True "
-        f"on a machine with internet."
+        f"no {name} data {where}{why}. Point the data setting at an ImageFolder tree "
+        f"<root>/{{train,test}}/<class>/*.jpg (or <root>/{name}/...) or at a folder holding torchvision's "
+        f"{TORCHVISION_FOLDERS[name]} — argument data_root=..., environment variable {paths.DATA_ENV}=..., "
+        f"`make study DATA=...`, or pyproject.toml [tool.fedvit] data_root — or allow download on a machine "
+        f"with internet."
     )
 
 
@@ -125,25 +172,13 @@ def load_dataset(
     max_per_class: int | None = None,
     download: bool = False,
 ) -> ImageData:
-    """Load `name` ('cifar10' | 'cifar100') from the data setting, an ImageFolder tree or torchvision."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}.")
+    """Load `name` ('cifar10' | 'cifar100') from wherever `locate_dataset` finds it, decoded into memory."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}.")
-    root = paths.data_root(data_root)
-    if root is not None and not _is_imagefolder(root, split) and _is_imagefolder(root, "train" if split == "test"
-                                                                                  else "test"):
-        raise DataNotFound(f"{root} has class folders under {'train' if split == 'test' else 'test'}/ but none under "
-                           f"{split}/: an ImageFolder tree needs both splits, <root>/{{train,test}}/<class>/*.jpg.")
-    if root is not None and _is_imagefolder(root, split):
-        data = load_imagefolder(root, split, max_per_class)
-        expected = 10 if name == "cifar10" else 100
-        if len(data.classes) != expected:
-            raise ValueError(f"{root} has {len(data.classes)} classes but {name} has {expected}: wrong data folder?")
-        return data
-    if root is None and not download:
-        raise DataNotFound(_missing_message(name, None))
-    data = load_torchvision_cifar(name, root or paths.runs_dir() / "data", split, download)
+    source = locate_dataset(name, data_root, download)
+    if source.kind == "imagefolder":
+        return load_imagefolder(source.root, split, max_per_class)
+    data = load_torchvision_cifar(name, source.root, split, source.kind == "download")
     if max_per_class is not None:
         labels = data.labels.numpy()
         keep = np.concatenate([np.flatnonzero(labels == c)[:max_per_class] for c in range(len(data.classes))])

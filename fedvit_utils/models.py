@@ -52,6 +52,12 @@ def _offline_message(name: str) -> str:
     )
 
 
+def require_pretrained_weights(name: str) -> None:
+    """Fail fast, with what to do, when `name`'s pretrained weights cannot be downloaded from here."""
+    if os.environ.get("HF_HUB_OFFLINE") != "1" and not hub_reachable():
+        raise PretrainedWeightsUnavailable(_offline_message(name))
+
+
 def create_vit(
     name: str,
     num_classes: int,
@@ -76,8 +82,8 @@ def create_vit(
             overlay["num_classes"] = file_classes
         kwargs["pretrained_cfg_overlay"] = overlay
         pretrained = True
-    elif pretrained and os.environ.get("HF_HUB_OFFLINE") != "1" and not hub_reachable():
-        raise PretrainedWeightsUnavailable(_offline_message(name))
+    elif pretrained:
+        require_pretrained_weights(name)
     model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
     if not hasattr(model, "patch_embed") or not hasattr(model, "pos_embed"):
         raise TypeError(f"{name!r} is not a ViT with patch and position embeddings; pick a vit_* / deit_* model.")
@@ -159,8 +165,15 @@ def embeddings(model: nn.Module) -> Embeddings:
 
 def profile_geometry(profile: Profile) -> tuple[tuple[int, int], int]:
     """(input size, patch size) of the profile's ViT, read off a weightless copy (no download, no memory)."""
-    with torch.device("meta"):
-        model = timm.create_model(profile.model, pretrained=False, num_classes=10, **profile.model_kwargs)
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(profile.model, pretrained=False, num_classes=10, **profile.model_kwargs)
+    except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
+        raise ValueError(f"profile {profile.name!r}: cannot build model {profile.model!r} with model_kwargs "
+                         f"{profile.model_kwargs}: {exc}") from exc
+    if not hasattr(model, "patch_embed") or not hasattr(model, "pos_embed"):
+        raise ValueError(f"profile {profile.name!r}: {profile.model!r} is not a ViT with patch and position "
+                         f"embeddings; pick a vit_* / deit_* model.")
     return input_size(model), patch_size(model)
 
 

@@ -38,7 +38,7 @@ def test_data_setting_argument_then_environment_then_project_default(cifar_root,
 
 
 def test_wrong_folder_and_bad_names(cifar_root):
-    with pytest.raises(ValueError, match="has 10 classes but cifar100 has 100"):
+    with pytest.raises(DataNotFound, match="has 10 classes, not cifar100's 100"):
         load_dataset("cifar100", "test", cifar_root, max_per_class=1)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("imagenet", "test", cifar_root)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -25,17 +25,17 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .. import paths
-from ..data import ImageData, Preprocess, check_same_classes, load_dataset, sample_images
+from ..data import ImageData, Preprocess, check_same_classes, load_dataset, locate_dataset, sample_images
 from ..devices import hardware, prepare_model, resolve_device
 from ..evaluation import Predict, accuracy, exact_predictor
 from ..federated import checkpoints
 from ..federated.centralized import run_centralized
 from ..federated.server import run_federated
 from ..files import RunLock, remove_orphans, write_json
-from ..keys import SecretKey, client_keys
-from ..models import build_model, input_size, patch_size
+from ..keys import KeyError_, SecretKey, client_keys
+from ..models import build_model, input_size, patch_size, profile_geometry, require_pretrained_weights
 from ..partition import FederatedDataset, client_splits, load_splits, save_splits, split_settings
-from ..profiles import Profile, load_profile
+from ..profiles import Profile, ProfileError, load_profile
 from . import reports
 
 PARTITION = "01_data_partitioning"
@@ -61,6 +61,7 @@ class StudyRun:
     folder: Path
     data_root: Path | None
     hardware: str
+    _checked: bool = field(default=False, repr=False)
 
     @classmethod
     def open(cls, profile: str | os.PathLike | Profile, run_dir: str | os.PathLike | None = None,
@@ -93,6 +94,34 @@ class StudyRun:
         p = self.profile
         return {"partition_seed": p.partition_seed, "training_seed": p.training_seed}
 
+    # -- before any work ----------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Refuse, before any work, a run whose later steps would fail: data, model, weights, keys, folder.
+
+        Every dataset must be found with both splits, the model must build, pretrained weights must be
+        reachable (or given as a file), the clients' keys must be drawable for the model's geometry, and
+        the run folder must be writable. Runs once per StudyRun; training and the partition call it.
+        """
+        if self._checked:
+            return
+        p = self.profile
+        for name in p.datasets:
+            locate_dataset(name, self.data_root, p.download)
+        image_size, block = profile_geometry(p)
+        if p.checkpoint_path is not None and not Path(p.checkpoint_path).expanduser().is_file():
+            raise FileNotFoundError(f"profile {p.name!r}: checkpoint_path {p.checkpoint_path} does not exist; give "
+                                    f"the weights file saved from {p.model!r}.")
+        if p.pretrained and p.checkpoint_path is None:
+            require_pretrained_weights(p.model)
+        try:
+            client_keys(p.num_clients, image_size, block, 3, p.key_kind, p.key_seed)
+        except KeyError_ as exc:
+            raise ProfileError(f"profile {p.name!r}: the clients' {p.key_kind} keys for {image_size} images with "
+                               f"block size {block} cannot be drawn: {exc}") from exc
+        with RunLock(self.folder, "preflight"):  # the run folder exists and is writable
+            pass
+        self._checked = True
+
     # -- 01: data and partition ---------------------------------------------------------------------
     def _load(self, dataset: str, split: str) -> ImageData:
         p = self.profile
@@ -105,6 +134,7 @@ class StudyRun:
 
     def write_partition(self, dataset: str, restart: bool = False) -> FederatedDataset:
         """Notebook 01: load the data and record the clients' splits (kept if recorded alike; `restart` redraws)."""
+        self.preflight()
         train, test = self._load_both(dataset)
         path = self.dataset_dir(dataset) / "partition.json"
         settings = json.loads(json.dumps(split_settings(self.profile, train.source)))
@@ -138,6 +168,7 @@ class StudyRun:
     # -- 02: training -------------------------------------------------------------------------------
     def train(self, data: FederatedDataset, progress: bool = True, resume: bool = True) -> tuple[Path, Path]:
         """Notebook 02: the federated run and the centralized baseline (each resumes from its checkpoint)."""
+        self.preflight()
         out = self.dataset_dir(data.name)
         federated = run_federated(self.profile, data, out / "federated", self.device, progress, resume)
         centralized = run_centralized(self.profile, data, out / "centralized", self.device, progress, resume)

@@ -19,6 +19,7 @@ from .. import paths
 from ..devices import hardware
 from ..files import RunLock, write_json
 from ..profiles import load_profile
+from .run import StudyRun
 
 
 class NotebookFailed(RuntimeError):
@@ -49,6 +50,8 @@ def run_study(
         params["data_root"] = str(data_root.resolve())
     params.update(seeds or {})
     publish = settings.name != "smoke" if publish is None else publish
+    if not only or any(o.startswith(("01", "02")) for o in only):  # steps that need data, model and keys
+        StudyRun.open(settings, out, data_root).preflight()  # a run that would fail later fails now
     with RunLock(out, "study"):  # a second study into the same folder is refused at start
         timings = _execute(notebooks(), out, params, only, progress)
     record = out / "study.json"
