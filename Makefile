@@ -15,7 +15,7 @@ endif
 export MPLBACKEND = Agg
 export PYTHONHASHSEED = 0
 
-.PHONY: venv study test lint bench clean
+.PHONY: venv study test lint bench gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -39,6 +39,10 @@ lint: venv
 bench: venv
 	$(BIN)/python benchmarks/bench_encryption.py
 	$(BIN)/python benchmarks/bench_federated.py
+
+# A slice of the paper profile on a CUDA GPU (says so and exits 0 where there is none); writes figures/gpu-check/.
+gpu-check: venv
+	$(BIN)/python benchmarks/gpu_check.py
 
 clean:
 	rm -rf runs .pytest_cache
