@@ -147,6 +147,20 @@ def evaluation_rows(logits: torch.Tensor, labels: torch.Tensor, client_test: lis
     return rows
 
 
+def union_row(client_rows: list[dict], **fields) -> dict:
+    """One scope-"all" row from per-client test rows: accuracy and loss weighted by each client's n.
+
+    It covers the union of the clients' own test splits: what a federation can score without any party
+    seeing all test images (the Flower app); `evaluation_rows` scores every loaded test image instead.
+    """
+    n = sum(int(r["n"]) for r in client_rows)
+    if n == 0:
+        return dict(fields, data="test", scope="all", client=None, accuracy=float("nan"), loss=float("nan"), n=0)
+    accuracy = sum(float(r["accuracy"]) * int(r["n"]) for r in client_rows) / n
+    loss = sum(float(r["loss"]) * int(r["n"]) for r in client_rows) / n
+    return dict(fields, data="test", scope="all", client=None, accuracy=accuracy, loss=loss, n=n)
+
+
 def load_history(out: str | os.PathLike) -> pd.DataFrame:
     """The history.csv of a training run (`client` as a nullable integer column)."""
     path = Path(out) / HISTORY

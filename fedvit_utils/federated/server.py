@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..evaluation import predict
+from ..evaluation import metrics_from_logits, predict
 from ..partition import FederatedDataset
 from ..profiles import Profile
 from ..seeds import derive_seed
@@ -110,11 +110,28 @@ def _train_client(trainer: LocalTraining, model: nn.Module, global_state: dict, 
 def _client_rows(trainer: LocalTraining, model: nn.Module, data: FederatedDataset, client_test: list[torch.Tensor],
                  update: ClientUpdate, profile: Profile, rnd: int, client: int) -> list[dict]:
     """History rows of one client: its training metrics and (FedAvg) its local model on its own test split."""
-    rows = [{"round": rnd + 1, "model": "local", "data": "train", "scope": "client", "client": client,
-             "accuracy": update.metrics.get("accuracy"), "loss": update.metrics["loss"], "n": update.num_examples}]
+    local_test = None
     if profile.eval_local and profile.aggregation == "fedavg":
         idx = client_test[client]  # `model` still holds this client's trained weights
-        logits = predict(model, data.test.images[idx], trainer.preprocess, profile.eval_batch_size, trainer.device)
-        rows += evaluation_rows(logits, data.test.labels[idx], [], round=rnd + 1, model="local")[:1]
-        rows[-1].update(scope="client", client=client)
+        local_test = metrics_on(trainer, model, data.test.images[idx], data.test.labels[idx], profile.eval_batch_size)
+    return client_rows(update, rnd + 1, client, local_test)
+
+
+def metrics_on(trainer: LocalTraining, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 batch_size: int) -> dict:
+    """Accuracy, loss and count of `model` on a client's own test images (uint8), with the trainer's preprocessing."""
+    logits = predict(model, images, trainer.preprocess, batch_size, trainer.device)
+    return metrics_from_logits(logits, labels)
+
+
+def client_rows(update: ClientUpdate, round_label: int, client: int, local_test: dict | None = None) -> list[dict]:
+    """History rows of one client's round: its training metrics, and its local model's test metrics if given.
+
+    Shared by this engine and the Flower app (fedvit_flower), so both write the same records.
+    """
+    rows = [{"round": round_label, "model": "local", "data": "train", "scope": "client", "client": client,
+             "accuracy": update.metrics.get("accuracy"), "loss": update.metrics["loss"], "n": update.num_examples}]
+    if local_test is not None:
+        rows.append({"round": round_label, "model": "local", "data": "test", "scope": "client", "client": client,
+                     **local_test})
     return rows

@@ -1,0 +1,150 @@
+"""A warm executor for a process-isolated SuperNode: one long-lived process runs every ClientApp task.
+
+In Flower 1.42 deployment a SuperNode hands each message to a SuperExec, which starts a fresh
+`flwr-clientapp` process for it: Flower, torch and timm are imported, the model built and the data
+decoded again every round (5-10 s plus the imports here). Flower's warm executors exist only for other
+task types on Kubernetes. What Flower does allow is `flower-supernode --isolation process`: the node
+then waits for an executor of the user's choosing on its Runtime API (`--port`). This is that executor:
+it acquires the node's ClientApp tasks, one at a time, and runs each in this process with Flower's own
+task protocol (pull the message, context and app bundle, call the ClientApp, push the reply and the
+context), so imports, the model and the decoded data stay warm across rounds. A ClientApp that raises
+is answered with Flower's error reply, as `flwr-clientapp` does, and the executor goes on.
+
+The ClientApp it runs is the one installed on the node (`fedvit_flower.client_app` of this checkout);
+the app bundle a run brings is installed as usual but its code is not executed in place of it.
+
+    python -m fedvit_flower.executor --runtime-api-address 127.0.0.1:9094 --insecure [--parent-pid PID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+from logging import ERROR, INFO
+
+from flwr.app import Context, Message
+from flwr.app.error import Error
+from flwr.cli.install import install_from_fab
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest, SendTaskHeartbeatRequest  # pylint: disable=E0611
+from flwr.supercore import log
+from flwr.supercore.constant import TaskType
+from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supercore.tls import validate_and_resolve_root_certificates
+from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+
+HEARTBEAT_SECONDS = 10.0  # the SuperNode expects a running task to report at least every 30 s
+
+
+def _client(address: str, insecure: bool, certificates: bytes | None, token: str | None = None) -> RuntimeHttpClient:
+    interceptors = [RuntimeVersionHttpInterceptor(component_name="flwr-clientapp" if token else "SuperExec")]
+    if token:
+        interceptors.append(RuntimeTokenHttpInterceptor(token))
+    return RuntimeHttpClient.from_server_address(server_address=address, insecure=insecure,
+                                                 root_certificates=certificates, interceptors=interceptors,
+                                                 retry_invoker=make_simple_http_retry_invoker())
+
+
+def _heartbeat(client: RuntimeHttpClient, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            client.SendTaskHeartbeat(SendTaskHeartbeatRequest())
+        except Exception:  # noqa: BLE001 - a missed beat is retried; the node decides when a task is lost
+            pass
+
+
+_INSTALLED: set[str] = set()
+
+
+def run_task(address: str, token: str, insecure: bool, certificates: bytes | None) -> bool:
+    """Run one ClientApp task in this process; True if the ClientApp completed."""
+    from fedvit_flower.client_app import app as client_app  # the node's installed ClientApp, imported once
+
+    client = _client(address, insecure, certificates, token)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(client, stop), daemon=True)
+    message: Message | None = None
+    context: Context | None = None
+    reply: Message | None = None
+    status, details = SubStatus.FAILED, "ClientApp task failed"
+    try:
+        beat.start()
+        message, context, run, fab = pull_task_input(client)
+        if fab.hash_str not in _INSTALLED:  # as flwr-clientapp does, so the run's bundle is on the node
+            install_from_fab(fab.content, skip_prompt=True)
+            _INSTALLED.add(fab.hash_str)
+        reply = client_app(message=message, context=context)
+        status, details = SubStatus.COMPLETED, ""
+    except Exception as exc:  # noqa: BLE001 - reported to the server as flwr-clientapp reports it
+        log(ERROR, "ClientApp raised an exception", exc_info=exc)
+        details = f"{type(exc)}:<'{exc}'>"
+        if message is not None:
+            reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=details), reply_to=message)
+    finally:
+        try:
+            if reply is not None and context is not None:
+                push_message(client, reply, context)
+        finally:
+            stop.set()
+            push_task_output(client=client, context=context, sub_status=status, details=details)
+            client.close()
+    return status == SubStatus.COMPLETED
+
+
+def serve(address: str, insecure: bool, root_certificates: str | None = None, poll: float = 0.05,
+          parent_pid: int | None = None) -> None:
+    """Acquire and run the node's ClientApp tasks until stopped (SIGTERM/SIGINT) or the parent process is gone."""
+    certificates = validate_and_resolve_root_certificates(root_certificates, insecure)
+    client = _client(address, insecure, certificates)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    import fedvit_flower.client_app  # noqa: F401 - warm: Flower, torch, timm and fedvit_utils imported up front
+
+    log(INFO, "fedvit warm executor (pid %d) serving ClientApp tasks of %s", os.getpid(), address)
+    request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP.value])
+    while not stopping.is_set():
+        if parent_pid is not None and not _alive(parent_pid):
+            break
+        try:
+            res = client.AcquireTask(request)
+        except Exception as exc:  # noqa: BLE001 - the node may still be starting, or restarting
+            log(INFO, "SuperNode not reachable yet (%s); retrying", type(exc).__name__)
+            stopping.wait(1.0)
+            continue
+        if res.HasField("task") and res.token:
+            run_task(address, res.token, insecure, certificates)
+        else:
+            time.sleep(poll)
+    client.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: the address of the SuperNode's Runtime API and its TLS settings."""
+    ap = argparse.ArgumentParser(prog="python -m fedvit_flower.executor", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runtime-api-address", default="127.0.0.1:9094", help="the SuperNode's --host:--port")
+    ap.add_argument("--insecure", action="store_true", help="plain HTTP to the SuperNode (same machine)")
+    ap.add_argument("--root-certificates", default=None, help="CA certificate of the SuperNode's Runtime API TLS")
+    ap.add_argument("--poll", type=float, default=0.05, help="seconds between task requests when idle")
+    ap.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
+    args = ap.parse_args(argv)
+    serve(args.runtime_api_address, args.insecure, args.root_certificates, args.poll, args.parent_pid)
+
+
+if __name__ == "__main__":
+    main()
