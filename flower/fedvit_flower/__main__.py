@@ -72,7 +72,7 @@ def deploy(args: argparse.Namespace) -> None:
     cfg = _run_config(args)
     settings = task.read_settings(cfg)
     n = settings.profile.num_clients
-    with launch.Cluster(settings.run_dir / "flower") as cluster:
+    with launch.Cluster(settings.run_dir / "flower", args.idle_poll) as cluster:
         cluster.superlink()
         keys = settings.run_dir / "node-keys"
         for i in range(n):
@@ -91,9 +91,10 @@ def node(args: argparse.Namespace) -> None:
     auth = ["--auth-supernode-private-key", args.auth_private_key, "--auth-supernode-public-key",
             args.auth_public_key] if args.auth_private_key else []
     env = launch.flower_env(Path(args.flwr_home).expanduser().resolve())
-    supernode = subprocess.Popen(["flower-supernode", *tls, *auth, "--superlink", args.superlink, "--isolation",
-                                  "process", "--host", "127.0.0.1", "--port", str(args.port), "--node-config",
-                                  launch.toml_config(config)], env=env)
+    env["FEDVIT_FLOWER_IDLE_POLL"] = str(args.idle_poll)
+    supernode = subprocess.Popen([sys.executable, "-m", "fedvit_flower.supernode", *tls, *auth,
+                                  "--superlink", args.superlink, "--isolation", "process", "--host", "127.0.0.1",
+                                  "--port", str(args.port), "--node-config", launch.toml_config(config)], env=env)
     executor = subprocess.Popen([sys.executable, "-m", "fedvit_flower.executor", "--runtime-api-address",
                                  f"127.0.0.1:{args.port}", "--insecure", "--parent-pid", str(supernode.pid)], env=env)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         p.set_defaults(func=func)
     sub.choices["simulate"].add_argument("--cpus-per-client", type=float, default=1.0,
                                          help="Ray CPUs per ClientApp: 2 cores and 1 CPU each = 2 clients at a time")
+    sub.choices["deploy"].add_argument("--idle-poll", type=float, default=0.2,
+                                       help="seconds between an idle SuperNode's requests (Flower's own: 3)")
     sub.choices["deploy"].add_argument("--data", default=None, help="every node's data folder (default: the project's)")
     sub.choices["deploy"].add_argument("--keep-keys", action="store_true",
                                        help="each node keeps its key in <run-dir>/node-keys/nodeNN (owner-only)")
@@ -137,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     n.add_argument("--auth-private-key", default=None, help="this node's private key (SuperNode authentication)")
     n.add_argument("--auth-public-key", default=None, help="this node's public key (SuperNode authentication)")
     n.add_argument("--flwr-home", default="~/.flwr", help="Flower's home folder on this machine")
+    n.add_argument("--idle-poll", type=float, default=3.0,
+                   help="seconds between an idle node's requests for work (Flower's fixed 3; deploy uses 0.2)")
     n.set_defaults(func=node)
     args = ap.parse_args(argv)
     try:

@@ -17,12 +17,26 @@ key, a private folder (`keys-dir`; without it the key lives only in memory).
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+import time
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedvit_flower import task
 
 app = ClientApp()
+
+
+def weights(msg: Message) -> dict:
+    """The model state a message carries (packed: one array per dtype, layout in the config)."""
+    arrays = {name: array.numpy() for name, array in msg.content["arrays"].items()}
+    return task.unpack(arrays, str(msg.content["config"]["layout"]))
+
+
+def weights_record(state: dict) -> tuple[ArrayRecord, str]:
+    """An ArrayRecord of `state` packed into one array per dtype, and the layout to unpack it."""
+    arrays, layout = task.pack(state)
+    return ArrayRecord({name: Array(array) for name, array in arrays.items()}), layout
 
 
 def _node(msg: Message, context: Context) -> task.Node:
@@ -44,14 +58,16 @@ def hello(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round: evaluate the integrated model on the own test split, then train from it if selected."""
+    start = time.time()  # wall clock: the server measures transport from it (one clock on loopback)
     cfg = msg.content["config"]
     state = _node(msg, context)
-    global_state = msg.content["arrays"].to_torch_state_dict()
+    global_state = weights(msg)
     new_state, metrics = task.train_round(state, global_state, int(cfg["round"]), bool(cfg["train"]),
                                           bool(cfg["evaluate"]))
-    content = RecordDict({"metrics": MetricRecord(metrics)})
+    content = RecordDict({"metrics": MetricRecord({**metrics, "t-start": start})})
     if new_state is not None:
-        content["arrays"] = ArrayRecord(new_state)
+        content["arrays"], _ = weights_record(new_state)  # the server unpacks it with the layout it sent
+    content["metrics"]["t-end"] = time.time()
     return Message(content, reply_to=msg)
 
 
@@ -62,7 +78,7 @@ def encrypt_and_check(msg: Message, context: Context) -> Message:
     state = _node(msg, context)
     key_seed = int(cfg["key-seed"])
     keys_dir = task.node_setting(context.node_config, "keys-dir")
-    result = task.encryption_step(state, msg.content["arrays"].to_torch_state_dict(),
+    result = task.encryption_step(state, weights(msg),
                                   None if key_seed < 0 else key_seed, keys_dir)
     info = ConfigRecord({"fingerprint": result.pop("fingerprint"), "key-kind": result.pop("key-kind")})
     return Message(RecordDict({"metrics": MetricRecord(result), "info": info}), reply_to=msg)

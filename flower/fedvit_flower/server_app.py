@@ -22,10 +22,11 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedvit_flower import task
+from fedvit_flower.client_app import weights_record
 from fedvit_utils.federated.aggregation import FedAvg, NoClientUpdates, is_finite_state
 from fedvit_utils.federated.checkpoints import TrainingRun, union_row
 from fedvit_utils.federated.client import ClientUpdate
@@ -42,9 +43,14 @@ def main(grid: Grid, context: Context) -> None:
     run_server(grid, context.run_config)
 
 
-def exchange(grid: Grid, messages: list[Message], timeout: float, poll: float
+def exchange(grid: Grid, messages: list[Message], timeout: float, poll: float, arrived: dict | None = None
              ) -> tuple[dict[int, Message], dict[int, str]]:
-    """Push `messages`, pull until every node replied or `timeout`: (replies, failures) by node id, with reasons."""
+    """Push `messages`, pull until every node replied or `timeout`: (replies, failures) by node id, with reasons.
+
+    `arrived`, if given, gets each reply's arrival time (wall clock) and "pushed" the time of the push.
+    """
+    if arrived is not None:
+        arrived["pushed"] = time.time()
     dst = [m.metadata.dst_node_id for m in messages]
     ids = list(grid.push_messages(messages))
     pending = {mid: nid for mid, nid in zip(ids, dst, strict=True) if mid}
@@ -60,6 +66,8 @@ def exchange(grid: Grid, messages: list[Message], timeout: float, poll: float
                 failed[nid] = f"error {reply.error.code}: {reply.error.reason}"
             else:
                 replies[nid] = reply
+                if arrived is not None:
+                    arrived[nid] = time.time()
         if pending and time.monotonic() >= deadline:
             failed.update({nid: f"no reply within {timeout:g} s" for nid in pending.values()})
             break
@@ -110,30 +118,39 @@ def run_server(grid: Grid, run_config: dict) -> Path:
         state = run.model_state or dict(build_model(p, s.num_classes).state_dict())
         summary = run.summary or {"engine": "flower (fedvit_flower)", "partition_seed": p.partition_seed,
                                   "training_seed": p.training_seed, "clients": {}, "missing": {}, "round_seconds": {},
-                                  "slowest_client_seconds": {},
+                                  "slowest_client_seconds": {}, "transport_seconds": {},
                                   "scope_all": "union of the clients' own test splits, each scored by its client"}
         summary["clients"] = {str(pid): str(nid) for pid, nid in clients.items()}
         for rnd in range(run.done, p.rounds):
             tic = time.perf_counter()
             selected = set(select_clients(p.num_clients, p.clients_per_round, p.training_seed, rnd))
             live = set(grid.get_node_ids())
-            msgs = [Message(RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord(
-                        {**common, "round": rnd, "train": pid in selected, "evaluate": rnd > 0})}),
+            arrays, layout = weights_record(state)
+            msgs = [Message(RecordDict({"arrays": arrays, "config": ConfigRecord(
+                        {**common, "layout": layout, "round": rnd, "train": pid in selected, "evaluate": rnd > 0})}),
                         nid, "train", ttl=s.round_timeout, group_id=str(rnd + 1))
                     for pid, nid in clients.items() if nid in live]
-            replies, failed = exchange(grid, msgs, s.round_timeout, s.poll_interval)
+            arrived: dict = {}
+            replies, failed = exchange(grid, msgs, s.round_timeout, s.poll_interval, arrived)
             missing = {pid: "not connected" for pid in selected if clients.get(pid) not in live}
             missing.update({node_client[nid]: reason for nid, reason in failed.items() if node_client[nid] in selected})
-            mean, rows, integrated, trained, work = FedAvg(), [], [], 0, 0.0
+            mean, rows, integrated, trained, work, to_client, back = FedAvg(), [], [], 0, 0.0, 0.0, 0.0
             for pid in sorted(node_client[nid] for nid in replies):  # partition order: the in-process float64 sums
                 content = replies[clients[pid]].content
                 m = dict(content["metrics"])
                 work = max(work, float(m.get("work-seconds", 0.0)))
+                to_client = max(to_client, float(m["t-start"]) - arrived["pushed"])
+                back = max(back, arrived[clients[pid]] - float(m["t-end"]))
                 if "integrated-accuracy" in m:
                     integrated.append(_row(rnd, pid, m, "integrated-"))
                 if "arrays" not in content:
                     continue
-                update = ClientUpdate(content["arrays"].to_torch_state_dict(), int(m["num-examples"]),
+                try:
+                    weights = task.unpack({k: a.numpy() for k, a in content["arrays"].items()}, layout)
+                except (ValueError, KeyError) as exc:
+                    missing[pid] = f"malformed update ({exc})"
+                    continue
+                update = ClientUpdate(weights, int(m["num-examples"]),
                                       {"loss": m["train-loss"], "accuracy": m["train-accuracy"]})
                 if not is_finite_state(update.state):
                     missing[pid] = "non-finite update"
@@ -155,6 +172,7 @@ def run_server(grid: Grid, run_config: dict) -> Path:
             summary["missing"][str(rnd + 1)] = {str(k): v for k, v in sorted(missing.items())}
             summary["round_seconds"][str(rnd + 1)] = seconds
             summary["slowest_client_seconds"][str(rnd + 1)] = work
+            summary["transport_seconds"][str(rnd + 1)] = {"push_to_handler": to_client, "handler_to_server": back}
             summary["rounds_done"] = rnd + 1
             run.save(state, rows, seconds, trained, mean.count, summary=summary)
             print(f"[flower] round {rnd + 1}/{p.rounds}: {mean.count}/{len(selected)} updates in {seconds:.2f} s "
@@ -173,8 +191,9 @@ def _row(round_label: int, client: int, metrics: dict, prefix: str) -> dict:
 def _encryption_step(grid: Grid, s: task.Settings, study: StudyRun, clients: dict[int, int], common: dict,
                      state: dict, node_client: dict[int, int]) -> list[dict]:
     """Step 3 on every client; records encryption_check.json and returns the final integrated model's rows."""
-    config = ConfigRecord({**common, "key-seed": -1 if s.key_seed is None else s.key_seed})
-    msgs = _messages(clients, set(grid.get_node_ids()), RecordDict({"arrays": ArrayRecord(state), "config": config}),
+    arrays, layout = weights_record(state)
+    config = ConfigRecord({**common, "layout": layout, "key-seed": -1 if s.key_seed is None else s.key_seed})
+    msgs = _messages(clients, set(grid.get_node_ids()), RecordDict({"arrays": arrays, "config": config}),
                      "evaluate", s.round_timeout, "encrypt")
     replies, failed = exchange(grid, msgs, s.round_timeout, s.poll_interval)
     checks, rows = [], []
