@@ -100,7 +100,11 @@ class Relay:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # the SuperLink is already gone (the test is stopping): drop the node's retry
+                client.close()
+                continue
             self.conns += [client, upstream]
             threading.Thread(target=self._pipe, args=(client, upstream, self.up), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, self.down), daemon=True).start()
@@ -137,8 +141,8 @@ def _secrets(key: SecretKey, model: torch.nn.Module) -> dict[str, list[bytes]]:
     enc = encrypt_model(model, key)
     out = {}
     for name, arr in (("E_a", key.matrix), ("E_a^-1", key.inverse_matrix)):
-        out[f"{name} float64"] = _windows(torch.as_tensor(arr, dtype=torch.float64))
-        out[f"{name} float32"] = _windows(torch.as_tensor(arr, dtype=torch.float32))
+        out[f"{name} float64"] = _windows(torch.tensor(arr, dtype=torch.float64))
+        out[f"{name} float32"] = _windows(torch.tensor(arr, dtype=torch.float32))
     perm = torch.as_tensor(key.block_permutation)
     out["block permutation"] = [perm.to(torch.int64).numpy().tobytes(), perm.to(torch.int32).numpy().tobytes()]
     out["encrypted patch embedding"] = _windows(enc.patch_embed.proj.weight.detach().contiguous())
@@ -235,3 +239,37 @@ def test_a_killed_node_and_a_failing_client_are_left_out(tmp_path, cifar_root):
     assert (tmp_path / "server/cifar10/federated/model.pt").exists()
     assert [c["client"] for c in check] == [0, 1]  # the failing client still encrypts; the dead one cannot
     assert os.path.getsize(cluster.logs / "executor1.log") > 0
+
+
+def test_packed_weights_are_bit_exact_and_checked_against_the_layout():
+    state = {"w": torch.randn(3, 4), "steps": torch.tensor(7), "h": torch.randn(5, dtype=torch.float64),
+             "b": torch.randn(2)}
+    arrays, layout = task.pack(state)
+    assert sorted(arrays) == sorted({"<f4", "<i8", "<f8"})  # one array per dtype, whatever the tensor count
+    back = task.unpack(arrays, layout)
+    assert list(back) == list(state)
+    assert all(back[k].dtype == state[k].dtype and torch.equal(back[k], state[k]) for k in state)
+    with pytest.raises(ValueError, match="differs"):
+        task.unpack({**arrays, "<f4": torch.zeros(15).numpy()}, layout)
+
+
+def test_run_config_selects_the_profile_and_refuses_what_the_app_cannot_run():
+    s = task.read_settings({"profile": "smoke", "overrides": "num_clients=3 rounds=4"})
+    assert (s.profile.num_clients, s.profile.rounds, s.key_seed, s.dataset) == (3, 4, None, "cifar10")
+    assert task.profile_from_json(task.profile_json(s.profile)).training_settings() == s.profile.training_settings()
+    assert task.read_settings({"key-seed": 5}).key_seed == 5
+    with pytest.raises(ValueError, match="FedAvg"):
+        task.read_settings({"overrides": "aggregation=fedsgd"})
+    with pytest.raises(ValueError, match="unknown run-config"):
+        task.read_settings({"rounds": 3})
+
+
+def test_supernode_wrapper_finds_the_idle_poll_of_the_pinned_flower():
+    import flwr.supernode.start_client_internal as loop
+    from fedvit_flower import supernode
+
+    original = loop.time
+    try:
+        assert supernode.patch(0.2) and loop.time.idle == 0.2 and loop.time.monotonic is original.monotonic
+    finally:
+        loop.time = original
