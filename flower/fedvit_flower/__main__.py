@@ -58,7 +58,7 @@ def simulate(args: argparse.Namespace) -> None:
     """Flower's simulation engine (Ray): one simulated SuperNode per partition of the profile."""
     cfg = _run_config(args)
     settings = task.read_settings(cfg)
-    cpus = args.cpus_per_client
+    cpus = f"{args.cpus_per_client:g}"  # Flower takes 2, not 2.0
     with launch.Cluster(settings.run_dir / "flower") as cluster:
         cluster.superlink(simulation=True)
         tic = time.perf_counter()

@@ -118,7 +118,10 @@ def serve(address: str, insecure: bool, root_certificates: str | None = None, po
             stopping.wait(1.0)
             continue
         if res.HasField("task") and res.token:
-            run_task(address, res.token, insecure, certificates)
+            try:
+                run_task(address, res.token, insecure, certificates)
+            except Exception as exc:  # noqa: BLE001 - e.g. the node went away mid-task: serve the next one
+                log(ERROR, "task %s could not be completed", res.task.task_id, exc_info=exc)
         else:
             time.sleep(poll)
     client.close()

@@ -117,9 +117,10 @@ def run_server(grid: Grid, run_config: dict) -> Path:
     with TrainingRun(out, run_settings(p, s.dataset), p.rounds, resume=not s.restart) as run:
         state = run.model_state or dict(build_model(p, s.num_classes).state_dict())
         summary = run.summary or {"engine": "flower (fedvit_flower)", "partition_seed": p.partition_seed,
-                                  "training_seed": p.training_seed, "clients": {}, "missing": {}, "round_seconds": {},
-                                  "slowest_client_seconds": {}, "transport_seconds": {},
+                                  "training_seed": p.training_seed,
                                   "scope_all": "union of the clients' own test splits, each scored by its client"}
+        for name in ("missing", "round_seconds", "slowest_client_seconds", "transport_seconds"):
+            summary.setdefault(name, {})
         summary["clients"] = {str(pid): str(nid) for pid, nid in clients.items()}
         for rnd in range(run.done, p.rounds):
             tic = time.perf_counter()
