@@ -26,6 +26,7 @@ from fedvit_utils.keys import SecretKey
 from fedvit_utils.model_encryption import encrypt_model
 from fedvit_utils.models import build_model
 from fedvit_utils.profiles import load_profile
+from fedvit_utils.study.figures import accuracy_curves
 from fedvit_utils.study.run import StudyRun
 
 try:
@@ -79,6 +80,8 @@ def test_simulation_ends_bit_identical_to_the_in_process_engine(tmp_path, cifar_
         assert union["accuracy"] == pytest.approx((rows["accuracy"] * rows["n"]).sum() / 30, abs=1e-12)
     assert metrics["steps_done"] == 2 and metrics["training_seed"] == 0 and metrics["partition_seed"] == 0
     assert metrics["missing"] == {"1": {}, "2": {}}
+    curves = accuracy_curves(h_fl, None).axes[0]  # notebook 02's figure reads the Flower run folder as it is
+    assert [len(line.get_xdata()) for line in curves.lines] == [2, 2]
     assert [c["client"] for c in check] == [0, 1, 2]
     assert all(c["identical_count"] == c["n_test"] == 10 for c in check)
     assert len({c["key_fingerprint"] for c in check}) == 3 and not any(c["key_kept_on_node"] for c in check)
