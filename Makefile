@@ -15,7 +15,7 @@ endif
 export MPLBACKEND = Agg
 export PYTHONHASHSEED = 0
 
-.PHONY: venv study test lint bench gpu-check clean
+.PHONY: venv study table1-spread test lint bench gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 study: venv
 	$(BIN)/python -m fedvit_utils study --profile $(PROFILE) --run-dir $(RUN)
+
+# Table 1 with its spread: the study's run plus one run per further seed (training and key seed alike),
+# then notebook 07 over all of them; published to figures/$(PROFILE)/table1_spread.*.
+SEEDS ?= 1 2
+table1-spread: study
+	for s in $(SEEDS); do \
+	  $(BIN)/python -m fedvit_utils study --profile $(PROFILE) --run-dir $(RUN)-seed$$s --training-seed $$s \
+	    --key-seed $$s --only 01 02 03 05 --no-publish || exit 1; done
+	$(BIN)/python -m fedvit_utils study --profile $(PROFILE) --run-dir $(RUN) --only 07 \
+	  --spread-runs $(RUN) $(foreach s,$(SEEDS),$(RUN)-seed$(s))
 
 test: venv
 	$(BIN)/ruff check .

@@ -250,7 +250,7 @@ class StudyRun:
         """Notebook 03: record the per-client Eq. (14) check."""
         return write_json(self.dataset_dir(dataset) / "encryption_check.json", {
             "profile": self.profile.name, "dataset": dataset, **self.seeds(), "key_kind": self.profile.key_kind,
-            "clients": check.to_dict(orient="records")})
+            "key_seed": self.profile.key_seed, "clients": check.to_dict(orient="records")})
 
     def encryption_check(self, dataset: str) -> pd.DataFrame:
         """The per-client Eq. (14) check written by notebook 03."""
@@ -299,3 +299,22 @@ class StudyRun:
         return sample_images(load_dataset("cifar10", split, self.data_root, self.profile.max_per_class,
                                           self.profile.download), n, seed)
 
+
+
+def read_table1_records(folders: list[str | os.PathLike]) -> list[dict]:
+    """Each run folder's Table 1 record (notebook 05) and per-dataset Eq. 14 checks (notebook 03)."""
+    records = []
+    for folder in map(Path, folders):
+        path = folder / "table1.json"
+        if not path.exists():
+            raise _missing(path, TABLES)
+        table = json.loads(path.read_text())
+        checks = {}
+        for dataset in [p.parent.name for p in sorted(folder.glob("*/encryption_check.json"))]:
+            checks[dataset] = json.loads((folder / dataset / "encryption_check.json").read_text())
+        records.append({"folder": str(folder), "table1": table, "checks": checks})
+    profiles = {r["table1"]["profile"] for r in records}
+    if len(profiles) != 1:
+        raise ValueError(f"the runs {[r['folder'] for r in records]} belong to different profiles {sorted(profiles)}; "
+                         f"a spread compares seeds of one profile.")
+    return records
