@@ -91,8 +91,8 @@ class StudyRun:
 
     def seeds(self) -> dict[str, int]:
         """The seeds recorded with every result (keys are recorded by fingerprint only)."""
-        p = self.profile
-        return {"partition_seed": p.partition_seed, "training_seed": p.training_seed}
+        profile = self.profile
+        return {"partition_seed": profile.partition_seed, "training_seed": profile.training_seed}
 
     # -- before any work ----------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -104,28 +104,28 @@ class StudyRun:
         """
         if self._checked:
             return
-        p = self.profile
-        for name in p.datasets:
-            locate_dataset(name, self.data_root, p.download)
-        image_size, block = profile_geometry(p)
-        if p.checkpoint_path is not None and not Path(p.checkpoint_path).expanduser().is_file():
-            raise FileNotFoundError(f"profile {p.name!r}: checkpoint_path {p.checkpoint_path} does not exist; give "
-                                    f"the weights file saved from {p.model!r}.")
-        if p.pretrained and p.checkpoint_path is None:
-            require_pretrained_weights(p.model)
+        profile = self.profile
+        for name in profile.datasets:
+            locate_dataset(name, self.data_root, profile.download)
+        image_size, block = profile_geometry(profile)
+        if profile.checkpoint_path is not None and not Path(profile.checkpoint_path).expanduser().is_file():
+            raise FileNotFoundError(f"profile {profile.name!r}: checkpoint_path {profile.checkpoint_path} does not "
+                                    f"exist; give the weights file saved from {profile.model!r}.")
+        if profile.pretrained and profile.checkpoint_path is None:
+            require_pretrained_weights(profile.model)
         try:
-            client_keys(p.num_clients, image_size, block, 3, p.key_kind, p.key_seed)
+            client_keys(profile.num_clients, image_size, block, 3, profile.key_kind, profile.key_seed)
         except KeyError_ as exc:
-            raise ProfileError(f"profile {p.name!r}: the clients' {p.key_kind} keys for {image_size} images with "
-                               f"block size {block} cannot be drawn: {exc}") from exc
+            raise ProfileError(f"profile {profile.name!r}: the clients' {profile.key_kind} keys for {image_size} "
+                               f"images with block size {block} cannot be drawn: {exc}") from exc
         with RunLock(self.folder, "preflight"):  # the run folder exists and is writable
             pass
         self._checked = True
 
     # -- 01: data and partition ---------------------------------------------------------------------
     def _load(self, dataset: str, split: str) -> ImageData:
-        p = self.profile
-        return load_dataset(dataset, split, self.data_root, p.max_per_class, p.download)
+        profile = self.profile
+        return load_dataset(dataset, split, self.data_root, profile.max_per_class, profile.download)
 
     def _load_both(self, dataset: str) -> tuple[ImageData, ImageData]:
         train, test = self._load(dataset, "train"), self._load(dataset, "test")
@@ -209,10 +209,10 @@ class StudyRun:
             return self._create_keys(files, input_size(model), patch_size(model))
 
     def _create_keys(self, files: list[Path], image_size: tuple[int, int], block: int) -> list[SecretKey]:
-        p = self.profile
+        profile = self.profile
         if any(f.exists() for f in files):
             keys = self._load_keys(files)  # refuses an incomplete set
-            wanted = (p.key_kind, image_size, block)
+            wanted = (profile.key_kind, image_size, block)
             if (keys[0].kind, keys[0].image_size, keys[0].patch_size) != wanted:
                 raise ValueError(
                     f"the keys in {files[0].parent} are {keys[0].kind} keys for {keys[0].image_size} images with "
@@ -221,7 +221,7 @@ class StudyRun:
                     f"with those keys needs to be decrypted again."
                 )
             return keys
-        keys = client_keys(p.num_clients, image_size, block, 3, p.key_kind, p.key_seed)
+        keys = client_keys(profile.num_clients, image_size, block, 3, profile.key_kind, profile.key_seed)
         for key, f in zip(keys, files, strict=True):
             key.save(f)
         return keys
