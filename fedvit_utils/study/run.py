@@ -113,8 +113,9 @@ class StudyRun:
                                     f"exist; give the weights file saved from {profile.model!r}.")
         if profile.pretrained and profile.checkpoint_path is None:
             require_pretrained_weights(profile.model)
-        try:
-            client_keys(profile.num_clients, image_size, block, 3, profile.key_kind, profile.key_seed)
+        try:  # only gaussian draws can be refused (conditioning); for the others one key checks the geometry
+            clients = profile.num_clients if profile.key_kind == "gaussian" else 1
+            client_keys(clients, image_size, block, 3, profile.key_kind, profile.key_seed)
         except KeyError_ as exc:
             raise ProfileError(f"profile {profile.name!r}: the clients' {profile.key_kind} keys for {image_size} "
                                f"images with block size {block} cannot be drawn: {exc}") from exc
