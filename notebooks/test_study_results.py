@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import base64
 import json
+import re
 import struct
 
 import nbformat
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 
 from fedvit_utils import paths
+from fedvit_utils.keys import SecretKey
 from fedvit_utils.study import runner
 
 # calls that make a figure; each must leave at least one image/png in its cell's outputs
@@ -120,14 +122,18 @@ def test_figures_and_security_tables_were_written(run):
     assert right[0]["accuracy_mean"] == pytest.approx(plain[0]["accuracy_mean"])
 
 
-def test_no_key_material_left_the_keys_folder(run):
+def test_no_key_material_left_the_keys_folder(run, executed):
     keys = run / "keys"
     assert (keys.stat().st_mode & 0o077) == 0, "keys/ must be owner-only"
-    for f in keys.rglob("*.key"):
-        assert (f.stat().st_mode & 0o077) == 0
-    for folder in (run / "notebooks", paths.runs_dir() / "nbval"):
-        for nb in folder.glob("*.ipynb"):
-            if nb.stem == "00_how_it_works":  # shows demo keys from a published seed, on purpose
-                continue
-            text = nb.read_text()
-            assert "block_permutation" not in text and "inverse_matrix" not in text, nb
+    files = sorted(keys.rglob("*.key"))
+    assert len(files) == 10 and all((f.stat().st_mode & 0o077) == 0 for f in files)
+    keys = [SecretKey.load(f) for f in files]
+    orders = [" " + " ".join(map(str, k.block_permutation.tolist())) + " " for k in keys]
+    entries = [f"{v:.8f}" for k in keys for v in k.matrix.ravel()[:4]]  # E_a entries as numpy prints them
+    for name, nb in executed.items():
+        text = nbformat.writes(nb)
+        numbers = " " + " ".join(re.findall(r"\d+", text)) + " "  # every integer, however it was formatted
+        assert not [o for o in orders if o in numbers], f"{name} shows a client's block permutation"
+        assert not [e for e in entries if e in text], f"{name} shows a client's E_a"
+        if name != "00_how_it_works":  # 00 shows demo keys from a published seed, on purpose
+            assert not re.search(r"\.(block_permutation|inverse_matrix|matrix)\b", text), name

@@ -67,6 +67,14 @@ def encryption_explorer(images: Mapping[str, torch.Tensor], kinds: Sequence[str]
 
     Returns None, so that a cell ending with this call shows the explorer once.
     """
+    draw, controls = encryption_controls(images, kinds, block_sizes, kind, block_size, seed, label)
+    live_figure(draw, controls, "Encryption explorer")
+
+
+def encryption_controls(images: Mapping[str, torch.Tensor], kinds: Sequence[str] = KEY_KINDS,
+                        block_sizes: Sequence[int] = (4, 8, 16), kind: str = "permutation", block_size: int = 8,
+                        seed: int = 0, label: str = "") -> tuple[Callable[..., Frame], dict]:
+    """The explorer's drawing function and its controls (image, kind, block_size, seed), not displayed."""
     import ipywidgets as widgets
 
     if not images:
@@ -90,5 +98,4 @@ def encryption_explorer(images: Mapping[str, torch.Tensor], kinds: Sequence[str]
         "seed": widgets.IntSlider(value=seed, min=0, max=max(20, seed), description="demo seed",
                                   continuous_update=False),
     }
-    live_figure(draw, controls, "Encryption explorer")
-
+    return draw, controls
