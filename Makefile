@@ -50,7 +50,7 @@ lab: venv
 # browser download is not used).
 browser-test: venv
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-browser.txt
-	test -x $(CHROMIUM) || { apt-get update -qq && apt-get install -y -qq chromium; } || \
+	test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  { echo "browser-test needs Chromium at $(CHROMIUM): apt-get install chromium (as root)"; exit 1; }
 	FEDVIT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:cacheprovider browser_tests
 
