@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import paths
+from .profiles import DEFAULT_PROFILE, PROFILE_ENV
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -47,9 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen command."""
     ap = argparse.ArgumentParser(prog="python -m fedvit_utils", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-    profile_help = "smoke | quick | cpu | paper, or a YAML file (base: <profile> plus changes)"
+    profile_help = (f"smoke | quick | cpu | paper, or a YAML file (base: <profile> plus changes); default "
+                    f"${PROFILE_ENV}, else {DEFAULT_PROFILE}")
     t = sub.add_parser("train", help="federated run and centralized baseline for a profile")
-    t.add_argument("--profile", default="smoke", help=profile_help)
+    t.add_argument("--profile", default=None, help=profile_help)
     t.add_argument("--run-dir", default=None, help="run folder (default runs/<profile>)")
     t.add_argument("--data", default=None, help=f"data folder (default ${paths.DATA_ENV}, then the project's)")
     t.add_argument("--datasets", nargs="*", help="override the profile's datasets")
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--baseline-only", action="store_true")
     t.set_defaults(func=_train)
     s = sub.add_parser("study", help="run the notebooks in order with papermill")
-    s.add_argument("--profile", default="quick", help=profile_help)
+    s.add_argument("--profile", default=None, help=profile_help)
     s.add_argument("--run-dir", default=None)
     s.add_argument("--data", default=None)
     s.add_argument("--only", nargs="*", help="run only notebooks whose names start with these")

@@ -13,6 +13,9 @@ A profile file is YAML: ``base: <profile>`` plus any settings to change, e.g.::
     security: {n_images: 16}
 
 The same file works for ``python -m fedvit_utils train``, ``study`` and the notebooks' ``profile``.
+
+Where no profile is named (a notebook opened in JupyterLab, ``make study``, the command line), the
+profile is ``$FEDVIT_PROFILE``, else ``quick`` (`default_profile`); the test suite sets ``smoke``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from .keys import KEY_KINDS
 
 SMALL_VIT = dict(img_size=32, patch_size=8, embed_dim=192, depth=6, num_heads=3)
 SCHEMES = ("iid", "dirichlet")  # how clients' splits are drawn (see partition)
+PROFILE_ENV = "FEDVIT_PROFILE"  # the profile used where none is named (tests set "smoke")
+DEFAULT_PROFILE = "quick"
 
 
 class ProfileError(ValueError):
@@ -182,6 +187,11 @@ PROFILES: dict[str, Profile] = {
                                   n_unseen=16),
     ),
 }
+
+
+def default_profile() -> str:
+    """The profile used where none is named: $FEDVIT_PROFILE, else "quick"."""
+    return os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
 
 
 def _merge(base: dict, changes: dict) -> dict:

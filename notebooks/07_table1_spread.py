@@ -17,19 +17,21 @@
 # default this run alone, which gives no spread.
 
 # %% tags=["parameters"]
-profile = "smoke"  # a profile name (smoke | quick | cpu | paper) or a YAML file with `base: <profile>`
-run_dir = None  # run folder; None -> runs/<profile>
-data_root = None  # data folder; None -> $FEDVIT_DATA, else the project's default (see README)
-partition_seed = None  # seed of the client partition; None -> the profile's
-training_seed = None  # seed of model initialisation and batch order; None -> the profile's
-key_seed = None  # seed of the clients' demo keys (a published seed makes a public key); None -> the profile's
-spread_runs = None  # run folders of the same profile with other seeds; None -> this run only
+profile = None  # type: str|None  smoke | quick | cpu | paper, or a YAML file; None: $FEDVIT_PROFILE, else quick
+run_dir = None  # type: str|None  run folder; None: runs/<profile>
+data_root = None  # type: str|None  data folder; None: $FEDVIT_DATA, else the project's default (README, Data)
+partition_seed = None  # type: int|None  seed of the client partition; None: the profile's
+training_seed = None  # type: int|None  seed of model initialisation and batch order; None: the profile's
+key_seed = None  # type: int|None  seed of the clients' demo keys (a published seed makes a public key)
+progress = True  # type: bool  progress bars (widgets in JupyterLab); the study runner passes False
+spread_runs = None  # type: list|None  run folders of the same profile with other seeds; None: this run only
 
 # %%
 from fedvit_utils.study import table1
-from fedvit_utils.study.run import StudyRun, read_table1_records
+from fedvit_utils.study.parameters import open_run
+from fedvit_utils.study.run import read_table1_records
 
-run = StudyRun.open(profile, run_dir, data_root, partition_seed, training_seed, key_seed)
+run = open_run("07_table1_spread", globals())  # checks every parameter, loads the profile, opens the run
 records = read_table1_records(spread_runs or [run.folder])
 spread = table1.spread_table(records)
 run.write_record("table1_spread", {"runs": [r["folder"] for r in records], "rows": spread.to_dict(orient="records")})

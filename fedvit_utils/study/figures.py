@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from ..encryption import encrypt_images
+from ..encryption import decrypt_images, encrypt_images
 from ..keys import KEY_KINDS, generate_key
 from ..security.measures import stretch
 
@@ -96,6 +96,31 @@ def figure2(image: torch.Tensor, block_size: int = 16, seed: int = 0, label: str
         ax.set_axis_off()
     if label:
         fig.suptitle(textwrap.fill(label, 100), fontsize=8)
+    return fig
+
+
+def encryption_roundtrip(image: torch.Tensor, kind: str, block_size: int, seed: int, label: str = "") -> Figure:
+    """One uint8 image (C, H, W): plain, encrypted with a demo key (Eq. 9-13) and decrypted with the same key."""
+    if image.dim() != 3 or image.dtype != torch.uint8:
+        raise ValueError(f"expected one uint8 image (C, H, W), got {image.dtype} {tuple(image.shape)}.")
+    key = generate_key(tuple(image.shape[-2:]), block_size, image.shape[0], kind, seed)
+    plain = image[None].double() / 255.0
+    encrypted = encrypt_images(plain, key)
+    decrypted = decrypt_images(encrypted, key)
+    error = (decrypted - plain).abs().max().item()
+    shown = encrypted if kind == "permutation" else stretch(encrypted)
+    fig = Figure(figsize=(7.2, 2.9), layout="constrained")
+    axes = fig.subplots(1, 3)
+    titles = [f"plain {image.shape[1]}x{image.shape[2]}",
+              f"encrypted: {kind} key\n{key.num_blocks} blocks of {block_size}x{block_size}, L={key.block_length}"
+              + ("" if kind == "permutation" else " (scaled)"),
+              f"decrypted with the same key\nmax |error| = {error:.1e}"]
+    for ax, img, title in zip(axes, (plain, shown, decrypted), titles, strict=True):
+        ax.imshow(img[0].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(textwrap.fill(f"demo key from seed {seed} (public, not a secret)" + (f" · {label}" if label else ""),
+                               110), fontsize=8)
     return fig
 
 

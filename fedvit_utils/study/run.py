@@ -35,7 +35,7 @@ from ..files import RunLock, remove_orphans, write_json
 from ..keys import KeyError_, SecretKey, client_keys
 from ..models import build_model, input_size, patch_size, profile_geometry, require_pretrained_weights
 from ..partition import FederatedDataset, client_splits, load_splits, save_splits, split_settings
-from ..profiles import Profile, ProfileError, load_profile
+from ..profiles import Profile, ProfileError, default_profile, load_profile
 from . import reports
 
 PARTITION = "01_data_partitioning"
@@ -64,14 +64,21 @@ class StudyRun:
     _checked: bool = field(default=False, repr=False)
 
     @classmethod
-    def open(cls, profile: str | os.PathLike | Profile, run_dir: str | os.PathLike | None = None,
+    def open(cls, profile: str | os.PathLike | Profile | None = None, run_dir: str | os.PathLike | None = None,
              data_root: str | os.PathLike | None = None, partition_seed: int | None = None,
              training_seed: int | None = None, key_seed: int | None = None) -> StudyRun:
-        """Resolve a notebook's parameters: the profile (seeds overridden where given), run folder, data."""
+        """Resolve a notebook's parameters: the profile (None: `default_profile()`; seeds overridden where
+        given), run folder, data. Creates nothing: a bad profile or run folder fails before any file is written."""
         seeds = dict(partition_seed=partition_seed, training_seed=training_seed, key_seed=key_seed)
         given = {k: v for k, v in seeds.items() if v is not None}
-        settings = replace(profile, **given) if isinstance(profile, Profile) else load_profile(profile, **given)
+        if isinstance(profile, Profile):
+            settings = replace(profile, **given)
+        else:
+            settings = load_profile(default_profile() if profile is None else profile, **given)
         folder = paths.run_dir(settings.name, run_dir).resolve()
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"run folder {folder} is a file, not a folder: pass another run_dir "
+                                     f"(profile {settings.name!r} defaults to {paths.run_dir(settings.name)}).")
         return cls(settings, folder, paths.data_root(data_root), hardware())
 
     # -- places -------------------------------------------------------------------------------------
@@ -280,10 +287,9 @@ class StudyRun:
         name = data.name if isinstance(data, FederatedDataset) else "cifar10"
         return f"profile {self.profile.name} · {name} ({self.data_label(data)}) · {self.hardware}"
 
-    def save_figure(self, fig: Figure, name: str) -> Figure:
-        """Write `fig` to figures/<name>.png and return it (so a cell can show it)."""
-        reports.save_figure(fig, self.figures, name)
-        return fig
+    def save_figure(self, fig: Figure, name: str) -> reports.InlineFigure:
+        """Write `fig` to figures/<name>.png; the result shows that PNG inline in any notebook front end."""
+        return reports.InlineFigure.saved(fig, self.figures, name)
 
     def save_table(self, table: pd.DataFrame, name: str, caption: str | None = None) -> pd.DataFrame:
         """Write `table` to figures/<name>.csv and .md and return it."""
