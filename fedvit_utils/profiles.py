@@ -60,7 +60,7 @@ class SecuritySettings:
 
 
 STUDY_SECURITY = dict(  # the quick and cpu profiles: 32x32 images, block 8 (L = 192, N = 16)
-    n_images=1000, known_pairs=[1, 2, 4, 8, 11, 12, 13, 16], known_plaintext_draws=20, n_unseen=100,
+    n_images=1000, known_pairs=[1, 2, 4, 8, 11, 12, 13, 16], known_plaintext_draws=30, n_unseen=100,
     photo_known_pairs=[1, 2], wrong_key_images=2000, n_keys=5, extraction_widths=[96, 384], prior_images=2000,
     position_keys=20, jigsaw_images=64, jigsaw_ciphertexts=[1, 2, 5, 10],
 )
