@@ -140,7 +140,7 @@ puzzle = jigsaw.jigsaw_report(images[: settings.jigsaw_images], p, label, seed=s
 after = position_embedding.jigsaw_after_extraction(model, sample.images, prep, label, settings.jigsaw_ciphertexts,
                                                    settings.n_unseen, n_keys=settings.n_keys, seed=settings.seed)
 after_summary = position_embedding.summarize_jigsaw_after_extraction(after)
-display(puzzle.describe(), after_summary)
+display(jigsaw.summarize_jigsaw(puzzle), after_summary)
 
 # %%
 tables = {"security_visual": pd.concat(visual_tables), "security_key_space": pd.concat(space),
@@ -149,7 +149,8 @@ tables = {"security_visual": pd.concat(visual_tables), "security_key_space": pd.
           "security_known_plaintext": known_summary,
           "security_known_plaintext_draws": pd.concat([trials, photo_trials]),
           "security_key_extraction": extraction_summary, "security_key_extraction_detail": extraction,
-          "security_position_embedding": positions_summary, "security_jigsaw": puzzle,
+          "security_position_embedding": positions_summary, "security_jigsaw": jigsaw.summarize_jigsaw(puzzle),
+          "security_jigsaw_detail": puzzle,
           "security_jigsaw_after_extraction": after_summary}
 for table_name, table in tables.items():
     run.save_table(table, table_name)

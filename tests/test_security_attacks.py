@@ -17,7 +17,7 @@ from fedvit_utils.evaluation import exact_predictor
 from fedvit_utils.keys import KEY_KINDS, SecretKey, generate_key
 from fedvit_utils.model_encryption import encrypt_model
 from fedvit_utils.models import input_size
-from fedvit_utils.security.jigsaw import jigsaw_report, solve_jigsaw
+from fedvit_utils.security.jigsaw import jigsaw_report, solve_jigsaw, summarize_jigsaw
 from fedvit_utils.security.key_extraction import (
     extract_key_from_model,
     key_extraction_report,
@@ -316,6 +316,9 @@ def test_jigsaw_far_above_chance_on_photographs():
     assert (rep["N"] == 196).all()
     assert rep["neighbour_accuracy"].mean() > 0.7  # chance is about 1/196
     assert rep["direct_accuracy"].max() > 0.9
+    s = summarize_jigsaw(rep).iloc[0]
+    assert s["images"] == 3 and s["direct_accuracy_mean"] == pytest.approx(rep["direct_accuracy"].mean())
+    assert s["images_solved"] == (rep["direct_accuracy"] == 1.0).sum()
 
 
 def test_jigsaw_identity_and_bad_input():

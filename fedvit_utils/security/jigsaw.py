@@ -157,3 +157,12 @@ def jigsaw_report(images: torch.Tensor, patch_size: int, data: str, seed: int = 
                          direct_accuracy=block_accuracy(est, perm),
                          neighbour_accuracy=_neighbour_accuracy(est, perm, (gh, gw)), chance=1.0 / (gh * gw)))
     return pd.DataFrame(rows)
+
+
+def summarize_jigsaw(detail: pd.DataFrame) -> pd.DataFrame:
+    """Per setting of a `jigsaw_report`: images, mean share of blocks and neighbour pairs placed, images solved."""
+    by = ["data", "image_size", "patch_size", "kind", "N", "chance"]
+    return detail.groupby(by, sort=False).agg(
+        images=("image", "size"), direct_accuracy_mean=("direct_accuracy", "mean"),
+        neighbour_accuracy_mean=("neighbour_accuracy", "mean"),
+        images_solved=("direct_accuracy", lambda s: int((s == 1.0).sum()))).reset_index()
