@@ -15,7 +15,7 @@ endif
 export MPLBACKEND = Agg
 export PYTHONHASHSEED = 0
 
-.PHONY: venv study test lint bench clean
+.PHONY: venv study table1-spread test lint bench gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 study: venv
 	$(BIN)/python -m fedvit_utils study --profile $(PROFILE) --run-dir $(RUN)
 
+# Table 1 with its spread: the study's run plus one run per further seed (training and key seed alike),
+# then notebook 07 over all of them; published to figures/$(PROFILE)/table1_spread.*.
+SEEDS ?= 1 2
+table1-spread: study
+	for s in $(SEEDS); do \
+	  $(BIN)/python -m fedvit_utils study --profile $(PROFILE) --run-dir $(RUN)-seed$$s --training-seed $$s \
+	    --key-seed $$s --only 01 02 03 05 --no-publish || exit 1; done
+	$(BIN)/python -m fedvit_utils study --profile $(PROFILE) --run-dir $(RUN) --only 07 \
+	  --spread-runs $(RUN) $(foreach s,$(SEEDS),$(RUN)-seed$(s))
+
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider
@@ -39,6 +49,10 @@ lint: venv
 bench: venv
 	$(BIN)/python benchmarks/bench_encryption.py
 	$(BIN)/python benchmarks/bench_federated.py
+
+# A slice of the paper profile on a CUDA GPU (says so and exits 0 where there is none); writes figures/gpu-check/.
+gpu-check: venv
+	$(BIN)/python benchmarks/gpu_check.py
 
 clean:
 	rm -rf runs .pytest_cache

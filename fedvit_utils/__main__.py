@@ -33,7 +33,11 @@ def _study(args: argparse.Namespace) -> None:
     from .study.runner import NotebookFailed, run_study
 
     try:
-        out = run_study(args.profile, args.run_dir, args.data, publish=args.publish, only=args.only)
+        seeds = {name: getattr(args, name) for name in ("partition_seed", "training_seed", "key_seed")
+                 if getattr(args, name) is not None}
+        extra = {"spread_runs": [str(r) for r in args.spread_runs]} if args.spread_runs else None
+        out = run_study(args.profile, args.run_dir, args.data, publish=args.publish, only=args.only, seeds=seeds,
+                        extra=extra)
     except NotebookFailed as exc:
         sys.exit(f"[study] {exc}")
     print(f"[study] done: {out}")
@@ -61,6 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--only", nargs="*", help="run only notebooks whose names start with these")
     s.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
                    help="copy figures to figures/<profile>/ (default: yes except for smoke)")
+    for name in ("partition", "training", "key"):
+        s.add_argument(f"--{name}-seed", type=int, default=None, help=f"override the profile's {name}_seed")
+    s.add_argument("--spread-runs", nargs="*", help="run folders for Table 1's spread (notebook 07)")
     s.set_defaults(func=_study)
     args = ap.parse_args(argv)
     from .federated.checkpoints import NothingTrained

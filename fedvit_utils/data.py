@@ -11,11 +11,14 @@ CIFAR-10), or torchvision's CIFAR10/CIFAR100 classes (download on a machine with
 
 from __future__ import annotations
 
+import codecs
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy._core.multiarray as np_multiarray
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -93,19 +96,73 @@ def load_imagefolder(root: str | os.PathLike, split: str = "train", max_per_clas
     return ImageData(array, torch.tensor(labels, dtype=torch.long), classes, f"ImageFolder {Path(root).name}")
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickler for CIFAR's python batches that builds numpy arrays and nothing else (no code runs)."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): np_multiarray._reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): np_multiarray._reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # how protocol 2 stores bytes
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch file")
+        return self._ALLOWED[(module, name)]
+
+
+def _read_batch(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return _CifarUnpickler(fh, encoding="latin1").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
+        raise DataError(f"cannot read {path} as a CIFAR batch ({type(exc).__name__}: {exc}): replace the file "
+                        f"(torchvision's download writes it).") from exc
+
+
+_BATCHES = {
+    "cifar10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta",
+                "labels": "labels", "names": "label_names"},
+    "cifar100": {"train": ["train"], "test": ["test"], "meta": "meta", "labels": "fine_labels",
+                 "names": "fine_label_names"},
+}
+
+
 def load_torchvision_cifar(
     name: str, root: str | os.PathLike, split: str = "train", download: bool = False
 ) -> ImageData:
-    """CIFAR-10/100 through torchvision (its pickled batches under `root`); `download` needs internet."""
-    from torchvision import datasets
+    """CIFAR-10/100 from torchvision's python batches under `root` (`download` fetches and verifies them first).
 
-    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    The batches are read here with an unpickler that can only build numpy arrays, so a crafted file
+    cannot run code; torchvision itself is used only to download (it checks the published MD5 sums).
+    """
+    root = Path(root)
+    if download:
+        from torchvision import datasets
+
+        cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+        try:
+            cls(str(root), train=split == "train", download=True)
+        except (RuntimeError, OSError) as exc:  # torchvision: "Dataset not found or corrupted."; no network
+            raise DataNotFound(_missing_message(name, root, [f"the download failed: {exc}"])) from exc
+    layout, folder = _BATCHES[name], root / TORCHVISION_FOLDERS[name]
+    missing = [f for f in (*layout[split], layout["meta"]) if not (folder / f).is_file()]
+    if missing:
+        raise DataNotFound(_missing_message(name, root, [f"{folder} lacks {missing}"]))
+    batches = [_read_batch(folder / f) for f in layout[split]]
     try:
-        ds = cls(str(root), train=split == "train", download=download)
-    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted."
-        raise DataNotFound(_missing_message(name, Path(root), [f"torchvision could not read it: {exc}"])) from exc
-    images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-    return ImageData(images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes), f"torchvision {name}")
+        data = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
+        labels = np.concatenate([np.asarray(b[layout["labels"]], dtype=np.int64) for b in batches])
+        classes = [str(c) for c in _read_batch(folder / layout["meta"])[layout["names"]]]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{folder} does not hold CIFAR batches in torchvision's layout ({exc}).") from exc
+    labels_fit = len(labels) == len(data) and (len(labels) == 0 or 0 <= labels.min() <= labels.max() < len(classes))
+    if not labels_fit or len(classes) != NUM_CLASSES[name]:
+        raise DataError(f"{folder}: {len(data)} images, {len(labels)} labels and {len(classes)} class names do not fit "
+                        f"{name}; replace the files.")
+    return ImageData(torch.from_numpy(data), torch.from_numpy(labels), classes, f"torchvision {name}")
 
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}

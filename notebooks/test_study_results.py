@@ -77,3 +77,10 @@ def test_no_key_material_left_the_keys_folder(run):
     for nb in executed.glob("*.ipynb"):
         text = nb.read_text()
         assert "block_permutation" not in text and "inverse_matrix" not in text
+
+
+def test_table1_spread_counts_every_identical_prediction(run):
+    doc = json.loads((run / "table1_spread.json").read_text())
+    (row,) = doc["rows"]  # CIFAR-10 only: CIFAR-100 was not run
+    assert row["runs"] == 1 and row["identical_predictions"] == "100 of 100"
+    assert row["integrated_model_encrypted_mean"] == row["integrated_model_plain_mean"]

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
-import numpy as np
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
 import vit_zoo
+from cifar_files import LAYOUT, write_cifar
 
 from fedvit_utils import paths
-from fedvit_utils.data import DataNotFound, Preprocess, example_image, load_dataset, sample_images, to_unit_float
+from fedvit_utils.data import (
+    DataError,
+    DataNotFound,
+    Preprocess,
+    example_image,
+    load_dataset,
+    sample_images,
+    to_unit_float,
+)
 from fedvit_utils.models import data_config
 
 
@@ -46,23 +55,31 @@ def test_wrong_folder_and_bad_names(cifar_root):
         load_dataset("cifar10", "valid", cifar_root)
 
 
-def test_cifar100_through_torchvision_on_data_the_test_makes(tmp_path, monkeypatch):
-    import torchvision.datasets.cifar as tv_cifar
-
-    # The files are ours, not the published ones: skip torchvision's md5 check of the originals.
-    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 200), ("test", 100)):
-        doc = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "fine_labels": [i % 100 for i in range(n)]}
-        (folder / split).write_bytes(pickle.dumps(doc))
-    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i:02d}" for i in range(100)]}))
-    data = load_dataset("cifar100", "train", tmp_path)
-    assert data.images.shape == (200, 3, 32, 32) and len(data.classes) == 100
-    first = torch.from_numpy(pickle.loads((folder / "train").read_bytes())["data"][0].reshape(3, 32, 32))
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_torchvision_files_on_data_the_test_makes(tmp_path, name):
+    folder = write_cifar(tmp_path, name, {"train": 3, "test": 2})
+    data = load_dataset(name, "train", tmp_path)
+    classes = 10 if name == "cifar10" else 100
+    assert data.images.shape == (3 * classes, 3, 32, 32) and len(data.classes) == classes
+    first_file = folder / LAYOUT[name][1]["train"][0]  # data_batch_1 or train
+    first = torch.from_numpy(pickle.loads(first_file.read_bytes())["data"][0].reshape(3, 32, 32))
     assert torch.equal(data.images[0], first)
-    assert len(load_dataset("cifar100", "test", tmp_path, max_per_class=1)) == 100
+    assert data.labels[:3].tolist() == [0, 1, 2] and data.source == f"torchvision {name}"
+    assert len(load_dataset(name, "test", tmp_path, max_per_class=1)) == classes
+
+
+def test_a_crafted_cifar_batch_cannot_run_code(tmp_path):
+    folder = write_cifar(tmp_path, "cifar100", {"train": 1, "test": 1})
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (folder / "train").write_bytes(pickle.dumps({"data": Payload()}, protocol=2))
+    with pytest.raises(DataError, match="posix.system is not allowed"):
+        load_dataset("cifar100", "train", tmp_path)
+    assert not marker.exists()
 
 
 def test_preprocess_follows_the_models_config():

@@ -39,6 +39,7 @@ def run_study(
     only: list[str] | None = None,
     progress: bool = True,
     seeds: dict[str, int] | None = None,
+    extra: dict | None = None,
 ) -> Path:
     """Execute the notebooks for `profile` into `run_dir`; returns the run folder."""
     settings = load_profile(profile, **(seeds or {}))  # a bad profile fails here, before any notebook runs
@@ -49,6 +50,7 @@ def run_study(
     if data_root is not None:
         params["data_root"] = str(data_root.resolve())
     params.update(seeds or {})
+    params.update(extra or {})  # notebook-specific parameters; each notebook gets only those it declares
     publish = settings.name != "smoke" if publish is None else publish
     if not only or any(o.startswith(("01", "02")) for o in only):  # steps that need data, model and keys
         StudyRun.open(settings, out, data_root).preflight()  # a run that would fail later fails now
@@ -74,9 +76,11 @@ def _execute(sources: list[Path], out: Path, params: dict, only: list[str] | Non
             continue
         start = time.monotonic()
         target = out / "notebooks" / nb.name
+        declared = papermill.inspect_notebook(str(nb))
         try:
             papermill.execute_notebook(
-                str(nb), str(target), parameters=params, cwd=str(paths.NOTEBOOKS_DIR),
+                str(nb), str(target), parameters={k: v for k, v in params.items() if k in declared},
+                cwd=str(paths.NOTEBOOKS_DIR),
                 progress_bar=False, kernel_name="python3",
             )
         except papermill.PapermillExecutionError as exc:
