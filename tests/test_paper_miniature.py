@@ -41,7 +41,10 @@ def miniature(tmp_path_factory, cifar_root):
         "base": "paper", "checkpoint_path": str(tmp / "vit_b16_imagenet.pth"), "model_kwargs": SHRUNK,
         "download": False, "num_clients": 2, "train_per_client": 100, "test_per_client": 100, "max_per_class": 20,
         "rounds": 1, "eval_batch_size": 50,
-        "security": {"n_images": 6, "known_pairs": [0, 1], "photo_known_pairs": [1], "n_unseen": 2},
+        # Smoke-sized security study (the paper profile's own sizes take minutes at 224x224, L = 768).
+        "security": {"n_images": 6, "known_pairs": [0, 1], "known_plaintext_draws": 1, "n_unseen": 2,
+                     "photo_known_pairs": [], "wrong_key_images": 20, "n_keys": 2, "extraction_widths": [],
+                     "prior_images": 10, "position_keys": 1, "jigsaw_images": 1, "jigsaw_ciphertexts": [2]},
     }))
     run = run_study(str(profile), run_dir=tmp / "run", data=data, publish=False, progress=False)
     return run, imagenet_like.state_dict()
@@ -77,3 +80,14 @@ def test_the_model_started_from_the_local_checkpoint_at_224(miniature):
     assert trained["head.weight"].shape == (10, 48)  # the ImageNet head was replaced for CIFAR-10
     # One round at lr 1e-3 moves the position embedding little; a fresh init (std 0.02) is 1.0 away.
     assert (trained["pos_embed"] - imagenet_like["pos_embed"]).abs().max() < 0.1
+
+
+def test_the_security_study_ran_at_the_model_input_size(miniature):
+    run, _ = miniature
+    security = json.loads((run / "security.json").read_text())
+    assert security["dataset"] == "cifar10" and "32x32 resized to 224x224 (bicubic" in security["images"]
+    for table in ("key_extraction", "position_embedding", "wrong_keys"):
+        assert {r["image_size"] for r in security[table]} == {"224x224"}, table
+    extraction = {r["kind"]: r for r in security["key_extraction"]}
+    assert extraction["permutation"]["exact"] == "2/2"  # D = 48 < L = 768: column matching still reads the key
+    assert extraction["orthogonal"]["exact_keys"] == 0

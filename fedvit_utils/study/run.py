@@ -274,18 +274,18 @@ class StudyRun:
         return accuracy(self.predictor(model)(model, data.test.images[idx]), data.test.labels[idx])
 
     # -- labels and output --------------------------------------------------------------------------
-    def data_label(self, data: ImageData | FederatedDataset) -> str:
-        """What the data is, for labels (the offline copy says it is lossy)."""
+    def data_label(self, data: ImageData | FederatedDataset, dataset: str = "cifar10") -> str:
+        """What the data is, for labels (the offline copy says it is lossy); `dataset` names an ImageData's set."""
         images = data.train if isinstance(data, FederatedDataset) else data
-        name = data.name if isinstance(data, FederatedDataset) else "cifar10"
+        name = data.name if isinstance(data, FederatedDataset) else dataset
         return DATA_NOTE if "ImageFolder" in images.source and name == "cifar10" else images.source
 
-    def label(self, data: ImageData | FederatedDataset | None = None) -> str:
+    def label(self, data: ImageData | FederatedDataset | None = None, dataset: str = "cifar10") -> str:
         """One line naming profile, data and hardware, for every figure and table."""
         if data is None:
             return f"profile {self.profile.name} · {self.hardware}"
-        name = data.name if isinstance(data, FederatedDataset) else "cifar10"
-        return f"profile {self.profile.name} · {name} ({self.data_label(data)}) · {self.hardware}"
+        name = data.name if isinstance(data, FederatedDataset) else dataset
+        return f"profile {self.profile.name} · {name} ({self.data_label(data, name)}) · {self.hardware}"
 
     def save_figure(self, fig: Figure, name: str) -> reports.InlineFigure:
         """Write `fig` to figures/<name>.png; the result shows that PNG inline in any notebook front end."""
@@ -301,9 +301,9 @@ class StudyRun:
         return write_json(self.folder / f"{name}.json", {"profile": self.profile.name, "hardware": self.hardware,
                                                           **self.seeds(), **doc})
 
-    def sample(self, split: str, n: int, seed: int) -> ImageData:
-        """`n` random images of a CIFAR-10 split (for pictures and attacks; no partition needed)."""
-        return sample_images(load_dataset("cifar10", split, self.data_root, self.profile.max_per_class,
+    def sample(self, split: str, n: int, seed: int, dataset: str = "cifar10") -> ImageData:
+        """`n` random images of a dataset's split (for pictures and attacks; no partition needed)."""
+        return sample_images(load_dataset(dataset, split, self.data_root, self.profile.max_per_class,
                                           self.profile.download), n, seed)
 
 
