@@ -1,21 +1,29 @@
-# Entry points: `make study` runs the notebooks in order, `make test` runs the test suite.
-# Both create (or reuse) the virtual environment first.
+# Entry points: `make study` runs the notebooks in order, `make test` runs the test suite, `make lab`
+# opens JupyterLab on notebooks/, `make browser-test` drives JupyterLab in Chromium.
+# All create (or reuse) the virtual environment first.
 PYTHON  ?= python3
 VENV    ?= .venv
-# Where the data lives is a setting (see fedvit_utils/paths.py): `make study DATA=/path/to/cifar10-jpeg`,
-# else $FEDVIT_DATA, else pyproject.toml's [tool.fedvit] data_root.
+# The data folder and the profile are settings with one default each, read by every entry point (make,
+# JupyterLab, papermill, the command line, the tests): `make study DATA=/path/to/cifar10-jpeg PROFILE=cpu`
+# exports them as $FEDVIT_DATA and $FEDVIT_PROFILE. Unset: pyproject.toml's [tool.fedvit] data_root, and
+# the quick profile (fedvit_utils/paths.py, fedvit_utils/profiles.py).
 DATA    ?=
-PROFILE ?= quick
-RUN     ?= runs/$(PROFILE)
+PROFILE ?=
+RUN     ?=
+LAB_ARGS ?=
+CHROMIUM ?= /usr/bin/chromium
 BIN      = $(VENV)/bin
 
 ifneq ($(DATA),)
 export FEDVIT_DATA := $(abspath $(DATA))
 endif
+ifneq ($(PROFILE),)
+export FEDVIT_PROFILE := $(PROFILE)
+endif
 export MPLBACKEND = Agg
 export PYTHONHASHSEED = 0
 
-.PHONY: venv flower-venv study test lint bench bench-flower flower-sim flower-deploy gpu-check clean
+.PHONY: venv flower-venv study table1-spread test lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
 
 venv: $(VENV)/.installed
 
@@ -36,7 +44,36 @@ $(VENV)/.flower-installed: $(VENV)/.installed requirements-flower.txt flower/pyp
 	touch $@
 
 study: venv
-	$(BIN)/python -m fedvit_utils study --profile $(PROFILE) --run-dir $(RUN)
+	$(BIN)/python -m fedvit_utils study $(if $(RUN),--run-dir $(RUN))
+
+# JupyterLab on notebooks/ with this project's kernel (the venv's kernelspec comes first on JUPYTER_PATH),
+# its data and profile settings, matplotlib's inline backend, and no calls home (news, update checks).
+lab: venv
+	env -u MPLBACKEND JUPYTER_PATH=$(abspath $(VENV))/share/jupyter $(BIN)/jupyter lab --notebook-dir=notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) --KernelManager.transport_encryption=auto \
+	  --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+	  --LabApp.extension_manager=readonly $(LAB_ARGS)
+
+# Opens notebooks in JupyterLab in a real (headless) Chromium, runs all cells, checks what renders.
+# Installs what it needs: playwright (requirements-browser.txt) and Debian's chromium (Playwright's own
+# browser download is not used).
+browser-test: venv
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-browser.txt
+	test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  { echo "browser-test needs Chromium at $(CHROMIUM): apt-get install chromium (as root)"; exit 1; }
+	FEDVIT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:cacheprovider browser_tests
+
+# Table 1 with its spread: the study's run plus one run per further seed (training and key seed alike),
+# then notebook 07 over all of them; published to figures/<profile>/table1_spread.*.
+SEEDS ?= 1 2
+SPREAD_PROFILE = $(or $(PROFILE),$(FEDVIT_PROFILE),quick)
+SPREAD_RUN = $(or $(RUN),runs/$(SPREAD_PROFILE))
+table1-spread: study
+	for s in $(SEEDS); do \
+	  $(BIN)/python -m fedvit_utils study --profile $(SPREAD_PROFILE) --run-dir $(SPREAD_RUN)-seed$$s \
+	    --training-seed $$s --key-seed $$s --only 01 02 03 05 --no-publish || exit 1; done
+	$(BIN)/python -m fedvit_utils study --profile $(SPREAD_PROFILE) --run-dir $(SPREAD_RUN) --only 07 \
+	  --spread-runs $(SPREAD_RUN) $(foreach s,$(SEEDS),$(SPREAD_RUN)-seed$(s))
 
 test: venv flower-venv
 	$(BIN)/ruff check .

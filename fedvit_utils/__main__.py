@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import paths
+from .profiles import DEFAULT_PROFILE, PROFILE_ENV
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -33,7 +34,11 @@ def _study(args: argparse.Namespace) -> None:
     from .study.runner import NotebookFailed, run_study
 
     try:
-        out = run_study(args.profile, args.run_dir, args.data, publish=args.publish, only=args.only)
+        seeds = {name: getattr(args, name) for name in ("partition_seed", "training_seed", "key_seed")
+                 if getattr(args, name) is not None}
+        extra = {"spread_runs": [str(r) for r in args.spread_runs]} if args.spread_runs else None
+        out = run_study(args.profile, args.run_dir, args.data, publish=args.publish, only=args.only, seeds=seeds,
+                        extra=extra)
     except NotebookFailed as exc:
         sys.exit(f"[study] {exc}")
     print(f"[study] done: {out}")
@@ -43,9 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen command."""
     ap = argparse.ArgumentParser(prog="python -m fedvit_utils", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-    profile_help = "smoke | quick | cpu | paper, or a YAML file (base: <profile> plus changes)"
+    profile_help = (f"smoke | quick | cpu | paper, or a YAML file (base: <profile> plus changes); default "
+                    f"${PROFILE_ENV}, else {DEFAULT_PROFILE}")
     t = sub.add_parser("train", help="federated run and centralized baseline for a profile")
-    t.add_argument("--profile", default="smoke", help=profile_help)
+    t.add_argument("--profile", default=None, help=profile_help)
     t.add_argument("--run-dir", default=None, help="run folder (default runs/<profile>)")
     t.add_argument("--data", default=None, help=f"data folder (default ${paths.DATA_ENV}, then the project's)")
     t.add_argument("--datasets", nargs="*", help="override the profile's datasets")
@@ -55,12 +61,15 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--baseline-only", action="store_true")
     t.set_defaults(func=_train)
     s = sub.add_parser("study", help="run the notebooks in order with papermill")
-    s.add_argument("--profile", default="quick", help=profile_help)
+    s.add_argument("--profile", default=None, help=profile_help)
     s.add_argument("--run-dir", default=None)
     s.add_argument("--data", default=None)
     s.add_argument("--only", nargs="*", help="run only notebooks whose names start with these")
     s.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
                    help="copy figures to figures/<profile>/ (default: yes except for smoke)")
+    for name in ("partition", "training", "key"):
+        s.add_argument(f"--{name}-seed", type=int, default=None, help=f"override the profile's {name}_seed")
+    s.add_argument("--spread-runs", nargs="*", help="run folders for Table 1's spread (notebook 07)")
     s.set_defaults(func=_study)
     args = ap.parse_args(argv)
     from .federated.checkpoints import NothingTrained

@@ -313,11 +313,15 @@ class Preprocess(nn.Module):
         cfg = data_config(model)
         return cls(cfg["input_size"][1:], cfg["mean"], cfg["std"], cfg.get("interpolation", "bicubic"))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def unit(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, h, w) -> float [0, 1] at the model's input size: resized as `forward` does, not normalized."""
         if images.dtype != torch.uint8:
             raise TypeError(f"Preprocess takes uint8 images (0..255), got {images.dtype}.")
         x = images.float().div_(255.0)
         if tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode=self.interpolation, align_corners=False,
                               antialias=x.shape[-1] > self.input_size[-1]).clamp_(0.0, 1.0)
-        return (x - self.mean) / self.std
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (self.unit(images) - self.mean) / self.std

@@ -33,14 +33,17 @@ __all__ = [
 
 
 # -- blocks (steps a, c and e) ---------------------------------------------------------------------
-def split_blocks(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, N, L): blocks in row-major order, each flattened (C, p, p) (Eq. 11)."""
+def split_blocks(images: torch.Tensor, patch_size: int, order: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, L): blocks in row-major order (or in `order`), each flattened (C, p, p) (Eq. 11)."""
     b, c, h, w = images.shape
     p = patch_size
     if h % p or w % p:
         raise ValueError(f"images are {h}x{w}, not divisible by the block size {p}.")
     gh, gw = h // p, w // p
-    return images.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c * p * p)
+    grid = images.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)  # (B, gh, gw, C, p, p), a view
+    if order is not None:  # gather the blocks in the given order and lay them out in one copy
+        return grid[:, order // gw, order % gw].reshape(b, gh * gw, c * p * p)
+    return grid.reshape(b, gh * gw, c * p * p)
 
 
 def merge_blocks(blocks: torch.Tensor, image_size: tuple[int, int], patch_size: int) -> torch.Tensor:
@@ -76,8 +79,13 @@ def encrypt_images(images: torch.Tensor, key: SecretKey) -> torch.Tensor:
         # E_b and a permutation E_a only move pixels: the whole of Eq. 9-12 is one gather.
         return _gather(images, _pixel_source(key, images.device, inverse=False))
     ct = _compute_dtype(images.dtype)
-    blocks = split_blocks(images.to(ct), key.patch_size)  # (a), (c)
-    blocks = blocks[:, _block_order(key, images.device)]  # (b) Eq. (9)
+    if not bool(torch.isfinite(images.sum(dtype=ct))):  # one pass, no mask: any NaN or Inf makes the sum so
+        raise ValueError(
+            f"images contain {int((~torch.isfinite(images)).sum())} NaN or infinite values: a {key.kind!r} key "
+            f"would spread each over a whole block (and Eq. 14 cannot hold for them); clean or drop those images."
+        )
+    # (a)-(c): split into blocks, put them in E_b's order (Eq. 9) and flatten them (Eq. 11), in one copy.
+    blocks = split_blocks(images.to(ct), key.patch_size, _block_order(key, images.device))
     encrypted = blocks @ _matrix(key, "inverse", images.device, ct)  # (d) Eq. (12)
     return merge_blocks(encrypted, key.image_size, key.patch_size).to(images.dtype)  # (e)
 
@@ -140,12 +148,6 @@ def _check_images(images: torch.Tensor, key: SecretKey, allow_integer: bool) -> 
             f"images have integer dtype {images.dtype}; a {key.kind!r} key mixes pixel values, which needs "
             f"floats: convert and normalize first (e.g. Preprocess), or use a 'permutation' key, which "
             f"only moves pixels and keeps uint8 images exact."
-        )
-    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
-        bad = int((~torch.isfinite(images)).sum())
-        raise ValueError(
-            f"images contain {bad} NaN or infinite values: encryption would spread each over a whole block "
-            f"(and Eq. 14 cannot hold for them); clean or drop those images first."
         )
 
 

@@ -139,32 +139,31 @@ class ClientSplits:
 
 def split_settings(profile: Profile, data_source: str) -> dict:
     """The profile settings a partition depends on (recorded with it, compared when it is reused)."""
-    p = profile
-    return dict(scheme=p.partition_scheme, num_clients=p.num_clients, train_per_client=p.train_per_client,
-                test_per_client=p.test_per_client, alpha=p.dirichlet_alpha, partition_seed=p.partition_seed,
-                max_per_class=p.max_per_class, data=data_source)
+    return dict(scheme=profile.partition_scheme, num_clients=profile.num_clients,
+                train_per_client=profile.train_per_client, test_per_client=profile.test_per_client,
+                alpha=profile.dirichlet_alpha, partition_seed=profile.partition_seed,
+                max_per_class=profile.max_per_class, data=data_source)
 
 
 def client_splits(profile: Profile, train_labels: np.ndarray, test_labels: np.ndarray, num_classes: int,
                   data_source: str) -> ClientSplits:
     """Draw the profile's client splits of the training and test labels (seeded by partition_seed)."""
-    p = profile
-    for split, labels, per_client in (("train", train_labels, p.train_per_client), ("test", test_labels,
-                                                                                     p.test_per_client)):
-        if p.num_clients * per_client > len(labels):
+    for split, labels, per_client in (("train", train_labels, profile.train_per_client),
+                                      ("test", test_labels, profile.test_per_client)):
+        if profile.num_clients * per_client > len(labels):
             raise ValueError(
-                f"profile {p.name!r}: num_clients={p.num_clients} x {split}_per_client={per_client} needs "
-                f"{p.num_clients * per_client} {split} images but {data_source} has {len(labels)} (max_per_class="
-                f"{p.max_per_class}): lower {split}_per_client or num_clients, or raise max_per_class."
+                f"profile {profile.name!r}: num_clients={profile.num_clients} x {split}_per_client={per_client} needs "
+                f"{profile.num_clients * per_client} {split} images but {data_source} has {len(labels)} (max_per_class="
+                f"{profile.max_per_class}): lower {split}_per_client or num_clients, or raise max_per_class."
             )
-    train = partition(train_labels, p.num_clients, p.partition_scheme, p.train_per_client, p.dirichlet_alpha,
-                      p.partition_seed)
+    train = partition(train_labels, profile.num_clients, profile.partition_scheme, profile.train_per_client,
+                      profile.dirichlet_alpha, profile.partition_seed)
     # The test split has its own seed stream so changing test sizes never reshuffles training data.
-    test_seed = derive_seed(p.partition_seed, "test") % 2**32
-    if p.partition_scheme == "iid":
-        test = partition(test_labels, p.num_clients, "iid", p.test_per_client, seed=test_seed)
+    test_seed = derive_seed(profile.partition_seed, "test") % 2**32
+    if profile.partition_scheme == "iid":
+        test = partition(test_labels, profile.num_clients, "iid", profile.test_per_client, seed=test_seed)
     else:  # non-IID: each client's test images follow its own class mix
-        test = partition_like(test_labels, class_counts(train, train_labels, num_classes), p.test_per_client,
+        test = partition_like(test_labels, class_counts(train, train_labels, num_classes), profile.test_per_client,
                               test_seed)
     return ClientSplits(train, test, split_settings(profile, data_source), num_classes)
 

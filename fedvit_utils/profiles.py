@@ -13,6 +13,9 @@ A profile file is YAML: ``base: <profile>`` plus any settings to change, e.g.::
     security: {n_images: 16}
 
 The same file works for ``python -m fedvit_utils train``, ``study`` and the notebooks' ``profile``.
+
+Where no profile is named (a notebook opened in JupyterLab, ``make study``, the command line), the
+profile is ``$FEDVIT_PROFILE``, else ``quick`` (`default_profile`); the test suite sets ``smoke``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from .keys import KEY_KINDS
 
 SMALL_VIT = dict(img_size=32, patch_size=8, embed_dim=192, depth=6, num_heads=3)
 SCHEMES = ("iid", "dirichlet")  # how clients' splits are drawn (see partition)
+PROFILE_ENV = "FEDVIT_PROFILE"  # the profile used where none is named (tests set "smoke")
+DEFAULT_PROFILE = "quick"
 
 
 class ProfileError(ValueError):
@@ -38,13 +43,32 @@ class ProfileError(ValueError):
 
 @dataclass
 class SecuritySettings:
-    """Sizes of the security notebook (06): how many images, known pairs and unseen images."""
+    """Sizes of the security notebook (06); its studies run on images at the model's input size.
 
-    n_images: int = 8  # CIFAR test images for visual security, jigsaw and key extraction
-    known_pairs: list[int] = field(default_factory=lambda: [0, 1, 2])  # k of the known-plaintext curve
-    photo_known_pairs: list[int] = field(default_factory=lambda: [1])  # k on the 224x224 photographs
-    n_unseen: int = 4  # images decrypted with a recovered key
+    Smoke-sized defaults (seconds, for tests); the study profiles set the sizes their tables report.
+    """
+
+    dataset: str | None = None  # which of the profile's datasets is studied; None -> the first
+    n_images: int = 8  # test images sampled: visual security, and the pool of known and unseen images
+    known_pairs: list[int] = field(default_factory=lambda: [1, 2])  # k of the known-plaintext draws
+    known_plaintext_draws: int = 2  # random draws (a fresh key and k fresh known images) per k
+    n_unseen: int = 4  # images decrypted with a recovered key (known plaintext, extraction, jigsaw)
+    photo_known_pairs: list[int] = field(default_factory=list)  # k on the 224x224 photographs (3); [] skips them
+    wrong_key_images: int = 40  # clients' test images the wrong-key accuracies are measured on
+    n_keys: int = 2  # independent keys per kind for wrong keys, key extraction and the jigsaw after it
+    extraction_widths: list[int] = field(default_factory=list)  # D of fresh ViTs of the model's geometry
+    prior_images: int = 20  # public (train) images whose block statistics the D < L estimate uses
+    position_keys: int = 1  # keys per kind for each position-embedding condition
+    jigsaw_images: int = 2  # images for the ciphertext-only jigsaw
+    jigsaw_ciphertexts: list[int] = field(default_factory=lambda: [2])  # a client's ciphertexts the jigsaw uses
     seed: int = 0  # image samples and demo keys of the security notebook
+
+
+STUDY_SECURITY = dict(  # the quick and cpu profiles: 32x32 images, block 8 (L = 192, N = 16)
+    n_images=1000, known_pairs=[1, 2, 4, 8, 11, 12, 13, 16], known_plaintext_draws=30, n_unseen=100,
+    photo_known_pairs=[1, 2], wrong_key_images=2000, n_keys=5, extraction_widths=[96, 384], prior_images=2000,
+    position_keys=20, jigsaw_images=64, jigsaw_ciphertexts=[1, 2, 5, 10],
+)
 
 
 @dataclass
@@ -146,16 +170,34 @@ def _validate(p: Profile) -> None:
     check(p.checkpoint_path is None or isinstance(p.checkpoint_path, str), "checkpoint_path",
           "give the path of a local weights file, or leave it unset")
     s = p.security
-    for name in ("n_images", "n_unseen"):
+
+    def refuse(name: str, rule: str) -> None:
+        raise ProfileError(f"profile {p.name!r}: security.{name}={getattr(s, name)!r} is not valid; {rule}.")
+
+    if s.dataset is not None and s.dataset not in p.datasets:
+        refuse("dataset", f"choose one of the profile's datasets {p.datasets}, or None for the first")
+    for name in ("n_images", "n_unseen", "known_plaintext_draws", "wrong_key_images", "prior_images", "position_keys",
+                 "jigsaw_images"):
         if not integer(getattr(s, name)):
-            raise ProfileError(f"profile {p.name!r}: security.{name}={getattr(s, name)!r} must be a whole number >= 1.")
-    for name in ("known_pairs", "photo_known_pairs"):
+            refuse(name, "use a whole number >= 1")
+    if not integer(s.n_keys, 2):
+        refuse("n_keys", "use a whole number >= 2 (another client's key needs a second key)")
+    lists = (("known_pairs", 0, False), ("photo_known_pairs", 0, True), ("jigsaw_ciphertexts", 1, False),
+             ("extraction_widths", 1, True))
+    for name, low, empty in lists:
         ks = getattr(s, name)
-        if not (isinstance(ks, list) and ks and all(integer(k, 0) for k in ks)):
-            raise ProfileError(f"profile {p.name!r}: security.{name}={ks!r} must be a non-empty list of whole numbers.")
+        if not (isinstance(ks, list) and (ks or empty) and all(integer(k, low) for k in ks)):
+            refuse(name, f"use a{'' if empty else ' non-empty'} list of whole numbers >= {low}")
     if max(s.known_pairs) + s.n_unseen > s.n_images:
-        raise ProfileError(f"profile {p.name!r}: security.n_images={s.n_images} is too few for max(known_pairs)="
-                           f"{max(s.known_pairs)} plus n_unseen={s.n_unseen}: raise n_images or lower the others.")
+        refuse("n_images", f"max(known_pairs)={max(s.known_pairs)} known plus n_unseen={s.n_unseen} unseen images "
+                           f"need that many: raise n_images or lower the others")
+    if max(s.jigsaw_ciphertexts) + s.n_unseen > s.n_images or s.jigsaw_images > s.n_images:
+        refuse("n_images", f"max(jigsaw_ciphertexts)={max(s.jigsaw_ciphertexts)} plus n_unseen={s.n_unseen}, and "
+                           f"jigsaw_images={s.jigsaw_images}, must fit in n_images")
+    if max(s.photo_known_pairs, default=0) >= 3:
+        refuse("photo_known_pairs", "use k <= 2: three photographs, one of them kept unseen")
+
+
 
 
 PROFILES: dict[str, Profile] = {
@@ -167,21 +209,26 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         name="quick", train_per_client=1000, test_per_client=200, max_per_class=1000, rounds=5,
-        security=SecuritySettings(n_images=32, known_pairs=[0, 1, 2, 4, 8, 16], photo_known_pairs=[0, 1, 2],
-                                  n_unseen=16),
+        security=SecuritySettings(**STUDY_SECURITY),
     ),
     "cpu": Profile(
         name="cpu",
-        security=SecuritySettings(n_images=64, known_pairs=[0, 1, 2, 4, 8, 12, 16, 24], photo_known_pairs=[0, 1, 2],
-                                  n_unseen=16),
+        security=SecuritySettings(**STUDY_SECURITY),
     ),
     "paper": Profile(
         name="paper", datasets=["cifar10", "cifar100"], model="vit_base_patch16_224", model_kwargs={},
         pretrained=True, download=True, eval_batch_size=128,
-        security=SecuritySettings(n_images=64, known_pairs=[0, 1, 2, 3, 4], photo_known_pairs=[0, 1, 2],
-                                  n_unseen=16),
+        # 224x224 (CIFAR resized as the model's preprocessing does), block 16: L = 768, N = 196.
+        security=SecuritySettings(n_images=64, known_pairs=[1, 2, 3, 4], known_plaintext_draws=20, n_unseen=16,
+                                  photo_known_pairs=[1, 2], wrong_key_images=2000, n_keys=5, extraction_widths=[384],
+                                  prior_images=100, position_keys=5, jigsaw_images=8, jigsaw_ciphertexts=[1, 2, 5]),
     ),
 }
+
+
+def default_profile() -> str:
+    """The profile used where none is named: $FEDVIT_PROFILE, else "quick"."""
+    return os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
 
 
 def _merge(base: dict, changes: dict) -> dict:

@@ -16,22 +16,23 @@
 # For comparison, a label-skewed (Dirichlet, non-IID) split of the same training images.
 
 # %% tags=["parameters"]
-profile = "smoke"  # a profile name (smoke | quick | cpu | paper) or a YAML file with `base: <profile>`
-run_dir = None  # run folder; None -> runs/<profile>
-data_root = None  # data folder; None -> $FEDVIT_DATA, else the project's default (see README)
-partition_seed = None  # seed of the client partition; None -> the profile's
-training_seed = None  # seed of model initialisation and batch order; None -> the profile's
-key_seed = None  # seed of the clients' demo keys (a published seed makes a public key); None -> the profile's
-dirichlet_alpha = 0.5  # Dirichlet concentration of the non-IID illustration; smaller is more skewed
+profile = None  # type: str|None  smoke | quick | cpu | paper, or a YAML file; None: $FEDVIT_PROFILE, else quick
+run_dir = None  # type: str|None  run folder; None: runs/<profile>
+data_root = None  # type: str|None  data folder; None: $FEDVIT_DATA, else the project's default (README, Data)
+partition_seed = None  # type: int|None  seed of the client partition; None: the profile's
+training_seed = None  # type: int|None  seed of model initialisation and batch order; None: the profile's
+key_seed = None  # type: int|None  seed of the clients' demo keys (a published seed makes a public key)
+progress = True  # type: bool  progress bars (widgets in JupyterLab); the study runner passes False
+dirichlet_alpha = 0.5  # type: float  Dirichlet concentration of the non-IID illustration; smaller is more skewed
 
 # %%
 from IPython.display import display
 
 from fedvit_utils import partition
 from fedvit_utils.study import figures
-from fedvit_utils.study.run import StudyRun
+from fedvit_utils.study.parameters import open_run
 
-run = StudyRun.open(profile, run_dir, data_root, partition_seed, training_seed, key_seed)
+run = open_run("01_data_partitioning", globals())  # checks every parameter, loads the profile, opens the run
 datasets = [run.write_partition(name) for name in run.profile.datasets]
 
 # %%

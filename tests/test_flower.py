@@ -146,7 +146,7 @@ def _secrets(key: SecretKey, model: torch.nn.Module) -> dict[str, list[bytes]]:
     for name, arr in (("E_a", key.matrix), ("E_a^-1", key.inverse_matrix)):
         out[f"{name} float64"] = _windows(torch.tensor(arr, dtype=torch.float64))
         out[f"{name} float32"] = _windows(torch.tensor(arr, dtype=torch.float32))
-    perm = torch.as_tensor(key.block_permutation)
+    perm = torch.tensor(key.block_permutation)  # a copy: the key keeps its arrays read-only
     out["block permutation"] = [perm.to(torch.int64).numpy().tobytes(), perm.to(torch.int32).numpy().tobytes()]
     out["encrypted patch embedding"] = _windows(enc.patch_embed.proj.weight.detach().contiguous())
     # Its rows are the plain rows (which the server has) reordered: only the whole block in that order is secret.

@@ -1,4 +1,4 @@
-"""The study runner: a failing notebook stops the run and is named with its cell."""
+"""The study runner: a failing notebook stops the run and is named with its cell; kernels run quietly."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import nbformat
 import pytest
 
 from fedvit_utils import paths
-from fedvit_utils.study import runner
+from fedvit_utils.study import parameters, runner
 
 
 def _notebook(path, *sources):
     nb = nbformat.v4.new_notebook()
-    params = "profile = 'x'\nrun_dir = None\ndata_root = None"
+    params = "\n".join(f"{p.name} = {p.default!r}" for p in parameters.COMMON)
     nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
     nb.cells += [nbformat.v4.new_code_cell(s) for s in sources]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -39,3 +39,27 @@ def test_unknown_profile_is_refused_before_any_notebook_runs(tmp_path, monkeypat
     with pytest.raises(ValueError, match="unknown profile 'smok'.*smoke"):
         runner.run_study("smok", run_dir=tmp_path / "run", publish=False, progress=False)
     assert not (nbdir / "ran").exists() and not (tmp_path / "run").exists()
+
+
+def test_every_notebook_gets_the_common_parameters_and_runs_without_noise(tmp_path, monkeypatch, capfd):
+    """No "Passed unknown parameter", no kernel warning about TCP, no KeyboardInterrupt at shutdown."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _notebook(nbdir / "00_a.ipynb", "print(progress)")
+    _notebook(nbdir / "01_b.ipynb", "import time; time.sleep(0.5)")
+    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", nbdir)
+    run = runner.run_study("smoke", run_dir=tmp_path / "run", publish=False, progress=False,
+                           seeds={"key_seed": 3})
+    err = capfd.readouterr().err
+    assert "unknown parameter" not in err and "WARNING" not in err and "KeyboardInterrupt" not in err, err
+    executed = nbformat.read(run / "notebooks" / "00_a.ipynb", as_version=4)
+    given = executed.metadata.papermill.parameters
+    assert sorted(given) == sorted(p.name for p in parameters.COMMON)
+    assert given["progress"] is False and given["key_seed"] == 3 and given["profile"] == "smoke"
+    assert executed.cells[2].outputs[0].text == "False\n", "executed notebooks get no progress bars"
+
+
+def test_seeds_the_notebooks_do_not_take_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown seeds \['rounds'\]; choose from partition_seed"):
+        runner.run_study("smoke", run_dir=tmp_path / "run", seeds={"rounds": 1})
+    assert not (tmp_path / "run").exists()

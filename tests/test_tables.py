@@ -64,3 +64,25 @@ def test_wrong_key_is_caught_by_the_table():
 def test_key_count_must_match_clients():
     with pytest.raises(ValueError, match="one key per client"):
         encryption_check(None, None, None, [np.arange(2)] * 3, [], _predict)
+
+
+def _record(seed, acc, base, identical=1.0):
+    clients = [{"n_test": 10, "identical_predictions": identical, "max_abs_logit_diff": 1e-6 * (seed + 1)}] * 2
+    return {"folder": f"run{seed}", "checks": {"cifar10": {"key_seed": seed, "clients": clients}},
+            "table1": {"training_seed": seed, "rows": [
+                {"dataset": "CIFAR-10", "status": "run", "integrated_model_encrypted": acc,
+                 "integrated_model_plain": acc, "baseline": base},
+                {"dataset": "CIFAR-100", "status": "not run here: no data"}]}}
+
+
+def test_spread_over_seeds_is_mean_and_sample_std_with_the_identical_count():
+    spread = table1.spread_table([_record(0, 0.30, 0.40), _record(1, 0.32, 0.38), _record(2, 0.34, 0.42)])
+    assert spread["dataset"].tolist() == ["CIFAR-10"]  # rows that did not run are left out
+    row = spread.iloc[0]
+    assert row["runs"] == 3 and row["seeds"] == "0/0, 1/1, 2/2"
+    assert row["integrated_model_encrypted_mean"] == pytest.approx(0.32)
+    assert row["integrated_model_encrypted_std"] == pytest.approx(0.02)  # ddof = 1
+    assert row["baseline_std"] == pytest.approx(0.02)
+    assert row["identical_predictions"] == "60 of 60" and row["max_abs_logit_diff"] == pytest.approx(3e-6)
+    one = table1.spread_table([_record(0, 0.3, 0.4, identical=0.9)]).iloc[0]
+    assert np.isnan(one["integrated_model_encrypted_std"]) and one["identical_predictions"] == "18 of 20"

@@ -95,9 +95,8 @@ class LocalTraining:
     def from_profile(cls, profile: Profile, preprocess: nn.Module, device: torch.device,
                      progress: bool = False) -> LocalTraining:
         """The local-training settings of `profile` on `device`."""
-        p = profile
-        return cls(p.batch_size, p.lr, p.momentum, p.weight_decay, p.local_epochs, p.training_seed,
-                   p.eval_batch_size, preprocess, device, progress)
+        return cls(profile.batch_size, profile.lr, profile.momentum, profile.weight_decay, profile.local_epochs,
+                   profile.training_seed, profile.eval_batch_size, preprocess, device, progress)
 
     def optimizer(self, model: nn.Module) -> torch.optim.SGD:
         """SGD as in the paper (lr 1e-3, momentum 0.9 by default)."""

@@ -45,28 +45,30 @@ def run_settings(profile: Profile, dataset: str) -> dict:
 def run_federated(profile: Profile, data: FederatedDataset, out: str | os.PathLike, device: torch.device,
                   progress: bool = True, resume: bool = True, stop_after: int | None = None) -> Path:
     """Train with FedAvg (or FedSGD) for the profile's rounds into `out`; returns `out`."""
-    p, out = profile, Path(out)
-    model, trainer = model_and_trainer(p, data.num_classes, device, progress)
+    out = Path(out)
+    model, trainer = model_and_trainer(profile, data.num_classes, device, progress)
     preprocess = trainer.preprocess
-    server_opt = trainer.optimizer(model) if p.aggregation == "fedsgd" else None
-    with TrainingRun(out, run_settings(p, data.name), p.rounds, resume) as run:
+    server_opt = trainer.optimizer(model) if profile.aggregation == "fedsgd" else None
+    with TrainingRun(out, run_settings(profile, data.name), profile.rounds, resume) as run:
         if run.model_state is not None:
             model.load_state_dict(run.model_state)
             if server_opt is not None:
                 server_opt.load_state_dict(run.extra["server_optimizer"])
         client_test = data.client_test_indices()
-        last = p.rounds if stop_after is None else min(p.rounds, stop_after)
-        for rnd in tqdm(range(run.done, last), desc="rounds", disable=not progress, initial=run.done, total=p.rounds):
+        last = profile.rounds if stop_after is None else min(profile.rounds, stop_after)
+        rounds = tqdm(range(run.done, last), desc="rounds", disable=not progress, initial=run.done,
+                      total=profile.rounds)
+        for rnd in rounds:
             tic = time.perf_counter()
             global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             mean, rows, trained = FedAvg(), [], 0
-            for c in select_clients(p.num_clients, p.clients_per_round, p.training_seed, rnd):
-                update = _train_client(trainer, model, global_state, data, p.aggregation, rnd, c)
+            for c in select_clients(profile.num_clients, profile.clients_per_round, profile.training_seed, rnd):
+                update = _train_client(trainer, model, global_state, data, profile.aggregation, rnd, c)
                 if update is None:
                     continue
                 mean.add(update.state, update.num_examples)
-                trained += update.num_examples * (p.local_epochs if p.aggregation == "fedavg" else 1)
-                rows += _client_rows(trainer, model, data, client_test, update, p, rnd, c)
+                trained += update.num_examples * (profile.local_epochs if profile.aggregation == "fedavg" else 1)
+                rows += _client_rows(trainer, model, data, client_test, update, profile, rnd, c)
             model.load_state_dict(global_state)
             try:
                 integrated = mean.result()
@@ -78,12 +80,12 @@ def run_federated(profile: Profile, data: FederatedDataset, out: str | os.PathLi
                 else:
                     model.load_state_dict(integrated)
             seconds = time.perf_counter() - tic
-            logits = predict(model, data.test.images, preprocess, p.eval_batch_size, device)
+            logits = predict(model, data.test.images, preprocess, profile.eval_batch_size, device)
             rows = evaluation_rows(logits, data.test.labels, client_test, round=rnd + 1, model="integrated") + rows
             run.save(model.state_dict(), rows, seconds, trained, mean.count,
                      extra={"server_optimizer": server_opt.state_dict() if server_opt else None},
                      summary={"partition_seed": data.splits.settings["partition_seed"],
-                              "training_seed": p.training_seed, "rounds_done": rnd + 1})
+                              "training_seed": profile.training_seed, "rounds_done": rnd + 1})
         run.finish(model.state_dict())
     return out
 

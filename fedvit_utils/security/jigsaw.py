@@ -1,7 +1,9 @@
 """Ciphertext only: a greedy jigsaw solver reassembles block-permuted images (E_b of Eq. 9 alone).
 
 Costs between tile edges are prediction-based (Gallagher 2012): each side's gradient is extrapolated
-across the seam. Tiles are placed greedily, most confident match first.
+across the seam. Tiles are placed greedily, most confident match first. One client's images all share
+one E_b, so `solve_jigsaw_shared` sums the (normalised) costs of several of its images: every image
+votes on every seam.
 """
 
 from __future__ import annotations
@@ -35,21 +37,47 @@ def _edge_dissimilarity(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _SIDES = ((0, -1, "lr", False), (0, 1, "lr", True), (-1, 0, "tb", False), (1, 0, "tb", True))
 
 
+def _normalised_costs(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edge costs of (n, C, p, p) tiles, each divided by the tile's best alternative (confidence)."""
+    n = len(tiles)
+    lr, tb = _edge_dissimilarity(tiles)
+    lr = lr / (np.sort(lr + np.eye(n) * 1e300, axis=1)[:, [1]] + 1e-12)
+    tb = tb / (np.sort(tb + np.eye(n) * 1e300, axis=1)[:, [1]] + 1e-12)
+    return lr, tb
+
+
+def _grid(shape: tuple[int, ...], p: int) -> tuple[int, int]:
+    h, w = shape[-2:]
+    if h % p or w % p or p < 2:
+        raise ValueError(f"image {h}x{w} is not divisible into blocks of {p} (need p >= 2 for edges).")
+    return h // p, w // p
+
+
 def solve_jigsaw(scrambled: torch.Tensor, patch_size: int) -> np.ndarray:
     """Greedy jigsaw solution of a block-permuted (C, H, W) image: perm with scrambled[j] = plain[perm[j]]."""
     if scrambled.dim() != 3:
         raise ValueError(f"pass one image (C, H, W), got shape {tuple(scrambled.shape)}.")
-    c, h, w = scrambled.shape
-    p = patch_size
-    if h % p or w % p or p < 2:
-        raise ValueError(f"image {h}x{w} is not divisible into blocks of {p} (need p >= 2 for edges).")
-    gh, gw = h // p, w // p
+    return solve_jigsaw_shared(scrambled[None], patch_size)
+
+
+def solve_jigsaw_shared(scrambled: torch.Tensor, patch_size: int) -> np.ndarray:
+    """One permutation for (B, C, H, W) images scrambled by the same E_b, from edge costs summed over them."""
+    if scrambled.dim() != 4 or len(scrambled) == 0:
+        raise ValueError(f"pass a non-empty batch (B, C, H, W), got shape {tuple(scrambled.shape)}.")
+    c, p = scrambled.shape[1], patch_size
+    gh, gw = _grid(tuple(scrambled.shape), p)
     n = gh * gw
-    tiles = blocks_of(scrambled[None], p)[0].reshape(n, c, p, p)
-    lr, tb = _edge_dissimilarity(tiles)
-    # Normalise each cost by the tile's best alternative so confident matches are placed first.
-    lr = lr / (np.sort(lr + np.eye(n) * 1e300, axis=1)[:, [1]] + 1e-12)
-    tb = tb / (np.sort(tb + np.eye(n) * 1e300, axis=1)[:, [1]] + 1e-12)
+    lr, tb = np.zeros((n, n)), np.zeros((n, n))
+    for tiles in blocks_of(scrambled, p).reshape(len(scrambled), n, c, p, p):
+        costs = _normalised_costs(tiles)
+        lr += costs[0]
+        tb += costs[1]
+    return _place(lr, tb, gh, gw)
+
+
+def _place(lr: np.ndarray, tb: np.ndarray, gh: int, gw: int) -> np.ndarray:
+    """Greedy placement on cost matrices: most confident free tile into the best frontier slot first."""
+    n = gh * gw
     big = 1e300
     # Canvas twice the grid so the solution can grow in any direction; the bounding box caps it.
     canvas = -np.ones((2 * gh + 1, 2 * gw + 1), dtype=np.int64)
@@ -129,3 +157,12 @@ def jigsaw_report(images: torch.Tensor, patch_size: int, data: str, seed: int = 
                          direct_accuracy=block_accuracy(est, perm),
                          neighbour_accuracy=_neighbour_accuracy(est, perm, (gh, gw)), chance=1.0 / (gh * gw)))
     return pd.DataFrame(rows)
+
+
+def summarize_jigsaw(detail: pd.DataFrame) -> pd.DataFrame:
+    """Per setting of a `jigsaw_report`: images, mean share of blocks and neighbour pairs placed, images solved."""
+    by = ["data", "image_size", "patch_size", "kind", "N", "chance"]
+    return detail.groupby(by, sort=False).agg(
+        images=("image", "size"), direct_accuracy_mean=("direct_accuracy", "mean"),
+        neighbour_accuracy_mean=("neighbour_accuracy", "mean"),
+        images_solved=("direct_accuracy", lambda s: int((s == 1.0).sum()))).reset_index()

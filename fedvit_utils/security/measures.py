@@ -1,24 +1,60 @@
 """Small measures shared by the security modules, and an attacker's recovered key.
 
-Images are float tensors (B, C, H, W) with pixel values in [0, 1] unless said otherwise.
+Images are float tensors (B, C, H, W) with pixel values in [0, 1] unless said otherwise. Clients
+encrypt images after the model's normalization (Eq. 12 acts on what the patch embedding sees), so
+attacks encrypt ``Normalization.apply(x)`` and score decryptions after ``Normalization.undo``.
+A decrypted image counts as identical when every pixel is within half an 8-bit level of the plain one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.optimize import linear_sum_assignment
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from ..encryption import merge_blocks, split_blocks
 from ..keys import IllConditionedKeyError, SecretKey, generate_key
+from ..seeds import derive_seed
 
 # A recovery counts as exact when every block is placed and decrypted unseen images are within half
 # an 8-bit level everywhere, i.e. identical once quantised. E_a itself is then off only by float32
 # rounding of the ciphertexts, amplified by the conditioning of the known blocks (see key_error).
 EXACT_TOL = 0.5 / 255
+# PSNR counted for an image identical to the plain one (any other 32x32x3 uint8 image is <= 83 dB).
+PSNR_CAP = 100.0
+
+
+class Normalization(NamedTuple):
+    """Per-channel normalization (x - mean) / std of the model's preprocessing; mean/std are public."""
+
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    @classmethod
+    def of(cls, preprocess: torch.nn.Module) -> Normalization:
+        """The normalization of a `data.Preprocess` (its mean and std buffers)."""
+        return cls(tuple(preprocess.mean.flatten().tolist()), tuple(preprocess.std.flatten().tolist()))
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images -> what the model (and the encryption) sees."""
+        return (images - self._view(self.mean, images)) / self._view(self.std, images)
+
+    def undo(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized images -> [0, 1] pixel values (not clipped)."""
+        return images * self._view(self.std, images) + self._view(self.mean, images)
+
+    @staticmethod
+    def _view(values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+
+
+PIXELS = Normalization()  # no normalization: the images are encrypted as [0, 1] pixel values
 
 
 def as_float_images(images: torch.Tensor | np.ndarray, name: str = "images") -> torch.Tensor:
@@ -35,6 +71,14 @@ def as_float_images(images: torch.Tensor | np.ndarray, name: str = "images") -> 
 def size_label(images: torch.Tensor) -> str:
     """"HxW" of a batch, for table columns."""
     return f"{images.shape[-2]}x{images.shape[-1]}"
+
+
+def resize_label(source: torch.Tensor, resized: torch.Tensor, interpolation: str = "bicubic") -> str:
+    """How images were brought to the model's input size, for table labels."""
+    if tuple(source.shape[-2:]) == tuple(resized.shape[-2:]):
+        return f"native {size_label(source)}"
+    return (f"{size_label(source)} resized to {size_label(resized)} ({interpolation}, as the model's preprocessing; "
+            f"in [0, 1], normalized only where the model's pipeline normalizes)")
 
 
 def blocks_of(images: torch.Tensor, patch_size: int) -> np.ndarray:
@@ -62,6 +106,25 @@ def draw_key(image_size: tuple[int, int], patch_size: int, channels: int, kind: 
         except IllConditionedKeyError:
             continue
     raise IllConditionedKeyError(f"no well-conditioned {kind} key in 100 draws from seed {seed}.")
+
+
+def draw_keys(kind: str, n: int, image_size: tuple[int, int], patch_size: int, seed: int, concern: str,
+              channels: int = 3) -> list[SecretKey]:
+    """`n` independent demo keys of one kind, key i from derive_seed(seed, concern, kind, i)."""
+    return [draw_key(tuple(image_size), patch_size, channels, kind, derive_seed(seed, concern, kind, i))
+            for i in range(n)]
+
+
+def part_key(key: SecretKey, part: str) -> SecretKey:
+    """The key with one of its two parts replaced by the identity (to measure each part alone)."""
+    if part == "E_b + E_a":
+        return key
+    if part == "E_b only":
+        length = key.block_length
+        return SecretKey("permutation", key.image_size, key.patch_size, key.channels,
+                         key.block_permutation, np.eye(length), np.arange(length))
+    return SecretKey(key.kind, key.image_size, key.patch_size, key.channels,
+                     np.arange(key.num_blocks), key.matrix, key.pixel_permutation)
 
 
 def image_quality(
@@ -138,16 +201,46 @@ def decrypt_recovered(encrypted: torch.Tensor, key: RecoveredKey, clip: tuple[fl
     return x.clamp(*clip) if clip is not None else x
 
 
-def evaluate_recovery(rec: RecoveredKey, key: SecretKey, unseen_plain: torch.Tensor, unseen_enc: torch.Tensor,
-                      pixel_range: tuple[float, float]) -> dict:
-    """How well a recovered key does: blocks placed, E_a error, PSNR/SSIM of decrypted unseen images, exactness."""
-    err = key_error(rec.matrix, key.matrix)
+def score_decryption(plain: torch.Tensor, decrypted: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: PSNR in dB (capped at PSNR_CAP) and whether every pixel is within half an 8-bit level.
+
+    Both are [0, 1] images. Where the plain images lie on the 8-bit grid (decoded files), the decrypted
+    ones are rounded to it first, as an image writer would; resized images are compared as floats.
+    """
+    x = plain.detach().cpu().double().flatten(1)
+    y = decrypted.detach().cpu().double().clamp(0, 1).flatten(1)
+    if torch.allclose(x * 255, (x * 255).round(), atol=1e-4):
+        y = (y * 255).round() / 255
+    err = (y - x).abs()
+    mse = (err * err).mean(1).numpy()
+    with np.errstate(divide="ignore"):
+        psnr = np.minimum(10 * np.log10(1.0 / mse), PSNR_CAP)
+    return psnr, (err.max(1).values < EXACT_TOL).numpy()
+
+
+def evaluate_recovery(rec: RecoveredKey, key: SecretKey, unseen: torch.Tensor, unseen_enc: torch.Tensor,
+                      norm: Normalization = PIXELS) -> dict:
+    """How well a recovered key does on unseen images: blocks placed, E_a error, PSNR, identical images, exact.
+
+    `unseen` are [0, 1] images; `unseen_enc` their ciphertexts (of `norm.apply(unseen)`, as clients make them).
+    """
     acc = block_accuracy(rec.block_permutation, key.block_permutation)
-    # The attacker knows the pixel range and clips to it, as any decoder of an image would.
-    decrypted = decrypt_recovered(unseen_enc, rec, clip=pixel_range)
-    span = pixel_range[1] - pixel_range[0]
-    psnr, ssim = image_quality(unseen_plain, decrypted, data_range=span)
-    max_err = float((decrypted - unseen_plain.double()).abs().max())
-    return dict(block_accuracy=acc, key_error=err, decrypt_psnr=float(np.mean(psnr)),
-                decrypt_ssim=float(np.mean(ssim)), decrypt_max_abs_error=max_err,
-                exact=bool(acc == 1.0 and max_err < EXACT_TOL * span), method=rec.method)
+    # The attacker knows the normalization and the pixel range, and clips to it as any image decoder would.
+    decrypted = norm.undo(decrypt_recovered(unseen_enc, rec, clip=None))
+    psnr, identical = score_decryption(unseen, decrypted)
+    return dict(blocks_placed=acc, key_error=key_error(rec.matrix, key.matrix), psnr_mean=float(psnr.mean()),
+                psnr_min=float(psnr.min()), n_unseen=len(psnr), n_identical=int(identical.sum()),
+                exact=bool(acc == 1.0 and identical.all()), method=rec.method)
+
+
+def summarize_draws(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Per group of draws (keys, known sets): how many were exact, blocks placed, PSNR mean and worst image."""
+    g = table.groupby(list(by), sort=False, dropna=False)
+    out = g.agg(draws=("exact", "size"), exact_draws=("exact", "sum"),
+                all_blocks_placed=("blocks_placed", lambda s: int((s == 1.0).sum())),
+                blocks_placed_mean=("blocks_placed", "mean"), psnr_mean=("psnr_mean", "mean"),
+                psnr_worst_draw=("psnr_mean", "min"), psnr_worst_image=("psnr_min", "min"),
+                images_identical=("n_identical", "sum"), images=("n_unseen", "sum")).reset_index()
+    out["exact_draws"] = out["exact_draws"].astype(int)
+    out["exact"] = out["exact_draws"].astype(str) + "/" + out["draws"].astype(str)
+    return out

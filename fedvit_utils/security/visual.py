@@ -11,33 +11,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
 from ..encryption import encrypt_images
-from ..keys import KEY_KINDS, SecretKey
-from .measures import as_float_images, draw_key, image_quality, size_label, stretch
+from ..keys import KEY_KINDS
+from .measures import as_float_images, draw_key, image_quality, part_key, size_label, stretch
 
 KEY_SPACE_NOTE = (
     "Key space alone does not measure security: the scheme is linear and the same key encrypts every "
-    "block of every image, so an attacker never enumerates keys. E_a is solved by least squares from "
-    "known (plain, encrypted) blocks once they span L dimensions, or read off the encrypted model's "
-    "patch embedding next to the plain one; the block permutation is matched position by position, "
-    "or assembled as a jigsaw puzzle, not searched among N! orderings."
+    "block of every image, so an attacker never enumerates keys. E_a is fitted to known (plain, encrypted) "
+    "blocks, or read off the encrypted model's patch embedding next to the plain one; the block permutation "
+    "is matched position by position, read off the position embedding, or assembled as a jigsaw puzzle, "
+    "not searched among N! orderings. How often each succeeds is measured in the tables below."
 )
-
-
-def _part_key(key: SecretKey, part: str) -> SecretKey:
-    """The key with one of its two parts replaced by the identity (to measure each part alone)."""
-    if part == "E_b + E_a":
-        return key
-    if part == "E_b only":
-        length = key.block_length
-        return SecretKey("permutation", key.image_size, key.patch_size, key.channels,
-                         key.block_permutation, np.eye(length), np.arange(length))
-    return SecretKey(key.kind, key.image_size, key.patch_size, key.channels,
-                     np.arange(key.num_blocks), key.matrix, key.pixel_permutation)
 
 
 def visual_security(
@@ -64,7 +51,7 @@ def visual_security(
     for kind in kinds:
         key = draw_key(tuple(x.shape[-2:]), patch_size, x.shape[1], kind, seed)
         for part in ("E_b + E_a", "E_b only", "E_a only"):
-            row(kind, part, encrypt_images(x, _part_key(key, part)))
+            row(kind, part, encrypt_images(x, part_key(key, part)))
     # What "nothing in common" scores: each image against another, unrelated plain image.
     if len(x) > 1:
         row("none", "unrelated plain image (reference)", x.roll(1, dims=0))
@@ -88,7 +75,7 @@ def key_space(image_size: int | tuple[int, int], patch_size: int, channels: int 
         log_b = _log10_factorial(n)
         if kind == "permutation":
             log_a, dof, space = _log10_factorial(length), 0, "L! pixel permutations"
-            known_pairs = 1  # value multisets match blocks; one image usually pins the pixel permutation
+            known_pairs = 1  # value multisets match blocks; one image pins the pixels if its values tell them apart
         else:
             # A continuum: counting float64 matrices would give a meaningless huge number.
             log_a = math.inf
@@ -99,13 +86,14 @@ def key_space(image_size: int | tuple[int, int], patch_size: int, channels: int 
             image_size=f"{h}x{w}", patch_size=patch_size, kind=kind, N=n, L=length,
             log10_block_permutations=log_b, E_a_space=space, log10_E_a_keys=log_a, E_a_real_parameters=dof,
             log10_total=log_b + log_a,
-            known_pairs_for_exact_recovery=known_pairs,
-            extraction_from_weights_exact=("always (columns of W are permuted)" if kind == "permutation"
-                                           else "when rank W = L, i.e. generically when D >= L"),
+            known_pairs_kN_over_L=known_pairs,
+            E_a_from_weights_needs=("pairwise distinct columns of W" if kind == "permutation"
+                                    else "rank W = L (D >= L); with D < L only its action on W's rows"),
+            E_b_from_weights_needs="pairwise distinct patch rows of the position embedding",
         ))
     return pd.DataFrame(rows)
 
 
 def n_known_pairs_needed(num_blocks: int, block_length: int) -> int:
-    """Smallest k with k*N > L: known blocks then over-determine E_a and pin down the block order."""
+    """Smallest k with k*N > L: the rank threshold of a dense E_a (whether k images reach it depends on them)."""
     return block_length // num_blocks + 1

@@ -35,7 +35,7 @@ from ..files import RunLock, remove_orphans, write_json
 from ..keys import KeyError_, SecretKey, client_keys
 from ..models import build_model, input_size, patch_size, profile_geometry, require_pretrained_weights
 from ..partition import FederatedDataset, client_splits, load_splits, save_splits, split_settings
-from ..profiles import Profile, ProfileError, load_profile
+from ..profiles import Profile, ProfileError, default_profile, load_profile
 from . import reports
 
 PARTITION = "01_data_partitioning"
@@ -64,14 +64,21 @@ class StudyRun:
     _checked: bool = field(default=False, repr=False)
 
     @classmethod
-    def open(cls, profile: str | os.PathLike | Profile, run_dir: str | os.PathLike | None = None,
+    def open(cls, profile: str | os.PathLike | Profile | None = None, run_dir: str | os.PathLike | None = None,
              data_root: str | os.PathLike | None = None, partition_seed: int | None = None,
              training_seed: int | None = None, key_seed: int | None = None) -> StudyRun:
-        """Resolve a notebook's parameters: the profile (seeds overridden where given), run folder, data."""
+        """Resolve a notebook's parameters: the profile (None: `default_profile()`; seeds overridden where
+        given), run folder, data. Creates nothing: a bad profile or run folder fails before any file is written."""
         seeds = dict(partition_seed=partition_seed, training_seed=training_seed, key_seed=key_seed)
         given = {k: v for k, v in seeds.items() if v is not None}
-        settings = replace(profile, **given) if isinstance(profile, Profile) else load_profile(profile, **given)
+        if isinstance(profile, Profile):
+            settings = replace(profile, **given)
+        else:
+            settings = load_profile(default_profile() if profile is None else profile, **given)
         folder = paths.run_dir(settings.name, run_dir).resolve()
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"run folder {folder} is a file, not a folder: pass another run_dir "
+                                     f"(profile {settings.name!r} defaults to {paths.run_dir(settings.name)}).")
         return cls(settings, folder, paths.data_root(data_root), hardware())
 
     # -- places -------------------------------------------------------------------------------------
@@ -91,8 +98,8 @@ class StudyRun:
 
     def seeds(self) -> dict[str, int]:
         """The seeds recorded with every result (keys are recorded by fingerprint only)."""
-        p = self.profile
-        return {"partition_seed": p.partition_seed, "training_seed": p.training_seed}
+        profile = self.profile
+        return {"partition_seed": profile.partition_seed, "training_seed": profile.training_seed}
 
     # -- before any work ----------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -104,28 +111,29 @@ class StudyRun:
         """
         if self._checked:
             return
-        p = self.profile
-        for name in p.datasets:
-            locate_dataset(name, self.data_root, p.download)
-        image_size, block = profile_geometry(p)
-        if p.checkpoint_path is not None and not Path(p.checkpoint_path).expanduser().is_file():
-            raise FileNotFoundError(f"profile {p.name!r}: checkpoint_path {p.checkpoint_path} does not exist; give "
-                                    f"the weights file saved from {p.model!r}.")
-        if p.pretrained and p.checkpoint_path is None:
-            require_pretrained_weights(p.model)
-        try:
-            client_keys(p.num_clients, image_size, block, 3, p.key_kind, p.key_seed)
+        profile = self.profile
+        for name in profile.datasets:
+            locate_dataset(name, self.data_root, profile.download)
+        image_size, block = profile_geometry(profile)
+        if profile.checkpoint_path is not None and not Path(profile.checkpoint_path).expanduser().is_file():
+            raise FileNotFoundError(f"profile {profile.name!r}: checkpoint_path {profile.checkpoint_path} does not "
+                                    f"exist; give the weights file saved from {profile.model!r}.")
+        if profile.pretrained and profile.checkpoint_path is None:
+            require_pretrained_weights(profile.model)
+        try:  # only gaussian draws can be refused (conditioning); for the others one key checks the geometry
+            clients = profile.num_clients if profile.key_kind == "gaussian" else 1
+            client_keys(clients, image_size, block, 3, profile.key_kind, profile.key_seed)
         except KeyError_ as exc:
-            raise ProfileError(f"profile {p.name!r}: the clients' {p.key_kind} keys for {image_size} images with "
-                               f"block size {block} cannot be drawn: {exc}") from exc
+            raise ProfileError(f"profile {profile.name!r}: the clients' {profile.key_kind} keys for {image_size} "
+                               f"images with block size {block} cannot be drawn: {exc}") from exc
         with RunLock(self.folder, "preflight"):  # the run folder exists and is writable
             pass
         self._checked = True
 
     # -- 01: data and partition ---------------------------------------------------------------------
     def _load(self, dataset: str, split: str) -> ImageData:
-        p = self.profile
-        return load_dataset(dataset, split, self.data_root, p.max_per_class, p.download)
+        profile = self.profile
+        return load_dataset(dataset, split, self.data_root, profile.max_per_class, profile.download)
 
     def _load_both(self, dataset: str) -> tuple[ImageData, ImageData]:
         train, test = self._load(dataset, "train"), self._load(dataset, "test")
@@ -209,10 +217,10 @@ class StudyRun:
             return self._create_keys(files, input_size(model), patch_size(model))
 
     def _create_keys(self, files: list[Path], image_size: tuple[int, int], block: int) -> list[SecretKey]:
-        p = self.profile
+        profile = self.profile
         if any(f.exists() for f in files):
             keys = self._load_keys(files)  # refuses an incomplete set
-            wanted = (p.key_kind, image_size, block)
+            wanted = (profile.key_kind, image_size, block)
             if (keys[0].kind, keys[0].image_size, keys[0].patch_size) != wanted:
                 raise ValueError(
                     f"the keys in {files[0].parent} are {keys[0].kind} keys for {keys[0].image_size} images with "
@@ -221,7 +229,7 @@ class StudyRun:
                     f"with those keys needs to be decrypted again."
                 )
             return keys
-        keys = client_keys(p.num_clients, image_size, block, 3, p.key_kind, p.key_seed)
+        keys = client_keys(profile.num_clients, image_size, block, 3, profile.key_kind, profile.key_seed)
         for key, f in zip(keys, files, strict=True):
             key.save(f)
         return keys
@@ -250,7 +258,7 @@ class StudyRun:
         """Notebook 03: record the per-client Eq. (14) check."""
         return write_json(self.dataset_dir(dataset) / "encryption_check.json", {
             "profile": self.profile.name, "dataset": dataset, **self.seeds(), "key_kind": self.profile.key_kind,
-            "clients": check.to_dict(orient="records")})
+            "key_seed": self.profile.key_seed, "clients": check.to_dict(orient="records")})
 
     def encryption_check(self, dataset: str) -> pd.DataFrame:
         """The per-client Eq. (14) check written by notebook 03."""
@@ -266,23 +274,22 @@ class StudyRun:
         return accuracy(self.predictor(model)(model, data.test.images[idx]), data.test.labels[idx])
 
     # -- labels and output --------------------------------------------------------------------------
-    def data_label(self, data: ImageData | FederatedDataset) -> str:
-        """What the data is, for labels (the offline copy says it is lossy)."""
+    def data_label(self, data: ImageData | FederatedDataset, dataset: str = "cifar10") -> str:
+        """What the data is, for labels (the offline copy says it is lossy); `dataset` names an ImageData's set."""
         images = data.train if isinstance(data, FederatedDataset) else data
-        name = data.name if isinstance(data, FederatedDataset) else "cifar10"
+        name = data.name if isinstance(data, FederatedDataset) else dataset
         return DATA_NOTE if "ImageFolder" in images.source and name == "cifar10" else images.source
 
-    def label(self, data: ImageData | FederatedDataset | None = None) -> str:
+    def label(self, data: ImageData | FederatedDataset | None = None, dataset: str = "cifar10") -> str:
         """One line naming profile, data and hardware, for every figure and table."""
         if data is None:
             return f"profile {self.profile.name} · {self.hardware}"
-        name = data.name if isinstance(data, FederatedDataset) else "cifar10"
-        return f"profile {self.profile.name} · {name} ({self.data_label(data)}) · {self.hardware}"
+        name = data.name if isinstance(data, FederatedDataset) else dataset
+        return f"profile {self.profile.name} · {name} ({self.data_label(data, name)}) · {self.hardware}"
 
-    def save_figure(self, fig: Figure, name: str) -> Figure:
-        """Write `fig` to figures/<name>.png and return it (so a cell can show it)."""
-        reports.save_figure(fig, self.figures, name)
-        return fig
+    def save_figure(self, fig: Figure, name: str) -> reports.InlineFigure:
+        """Write `fig` to figures/<name>.png; the result shows that PNG inline in any notebook front end."""
+        return reports.InlineFigure.saved(fig, self.figures, name)
 
     def save_table(self, table: pd.DataFrame, name: str, caption: str | None = None) -> pd.DataFrame:
         """Write `table` to figures/<name>.csv and .md and return it."""
@@ -294,8 +301,27 @@ class StudyRun:
         return write_json(self.folder / f"{name}.json", {"profile": self.profile.name, "hardware": self.hardware,
                                                           **self.seeds(), **doc})
 
-    def sample(self, split: str, n: int, seed: int) -> ImageData:
-        """`n` random images of a CIFAR-10 split (for pictures and attacks; no partition needed)."""
-        return sample_images(load_dataset("cifar10", split, self.data_root, self.profile.max_per_class,
+    def sample(self, split: str, n: int, seed: int, dataset: str = "cifar10") -> ImageData:
+        """`n` random images of a dataset's split (for pictures and attacks; no partition needed)."""
+        return sample_images(load_dataset(dataset, split, self.data_root, self.profile.max_per_class,
                                           self.profile.download), n, seed)
 
+
+
+def read_table1_records(folders: list[str | os.PathLike]) -> list[dict]:
+    """Each run folder's Table 1 record (notebook 05) and per-dataset Eq. 14 checks (notebook 03)."""
+    records = []
+    for folder in map(Path, folders):
+        path = folder / "table1.json"
+        if not path.exists():
+            raise _missing(path, TABLES)
+        table = json.loads(path.read_text())
+        checks = {}
+        for dataset in [p.parent.name for p in sorted(folder.glob("*/encryption_check.json"))]:
+            checks[dataset] = json.loads((folder / dataset / "encryption_check.json").read_text())
+        records.append({"folder": str(folder), "table1": table, "checks": checks})
+    profiles = {r["table1"]["profile"] for r in records}
+    if len(profiles) != 1:
+        raise ValueError(f"the runs {[r['folder'] for r in records]} belong to different profiles {sorted(profiles)}; "
+                         f"a spread compares seeds of one profile.")
+    return records

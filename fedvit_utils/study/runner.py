@@ -1,10 +1,16 @@
 """Run the study: every numbered notebook in order with papermill, into one run folder.
 
-Every notebook takes the same parameters — the profile (a name or a YAML file, see `profiles`), the
-run folder, the data folder and the three seeds — so one set is passed to all of them. Executed
-notebooks, figures and tables land in the run folder; with ``publish`` the figures and tables are
-copied to the project's figures/<profile>/ folder. A failing notebook stops the run and the error
-names the notebook and the cell.
+Every notebook takes the same parameters (`parameters.COMMON`: the profile, a name or a YAML file,
+the run folder, the data folder, the three seeds and ``progress``), so one set is passed to all of
+them and papermill never reports an unknown parameter. Executed notebooks get ``progress=False``:
+progress bars belong in a live session, not in a stored notebook. Executed notebooks, figures and
+tables land in the run folder; with ``publish`` the figures and tables are copied to the project's
+figures/<profile>/ folder. A failing notebook stops the run and the error names the notebook and the cell.
+
+Kernels run with CurveZMQ-encrypted sockets where the kernel supports them (ipykernel does), so they
+do not warn "Kernel is running over TCP without encryption", and a finished kernel is shut down
+without the SIGINT that jupyter_client sends first by default (ipykernel logs it as
+"KeyboardInterrupt caught in kernel" when it lands while a message is being handled).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 from .. import paths
 from ..devices import hardware
 from ..files import RunLock, write_json
-from ..profiles import load_profile
+from ..profiles import PROFILES, default_profile, load_profile
 from .run import StudyRun
 
 
@@ -32,23 +38,31 @@ def notebooks() -> list[Path]:
 
 
 def run_study(
-    profile: str = "quick",
+    profile: str | None = None,
     run_dir: str | os.PathLike | None = None,
     data: str | os.PathLike | None = None,
     publish: bool | None = None,
     only: list[str] | None = None,
     progress: bool = True,
     seeds: dict[str, int] | None = None,
+    extra: dict | None = None,
 ) -> Path:
-    """Execute the notebooks for `profile` into `run_dir`; returns the run folder."""
+    """Execute the notebooks for `profile` (None: `default_profile()`) into `run_dir`; returns the run folder."""
+    profile = default_profile() if profile is None else profile
+    unknown = set(seeds or {}) - {"partition_seed", "training_seed", "key_seed"}
+    if unknown:
+        raise ValueError(f"unknown seeds {sorted(unknown)}; choose from partition_seed, training_seed, key_seed.")
     settings = load_profile(profile, **(seeds or {}))  # a bad profile fails here, before any notebook runs
-    is_file = Path(profile).suffix in (".yaml", ".yml")
+    is_file = str(profile) not in PROFILES  # a YAML file: passed on as an absolute path (kernels run in notebooks/)
     out = paths.run_dir(settings.name, run_dir).resolve()
-    params = {"profile": str(Path(profile).resolve()) if is_file else profile, "run_dir": str(out)}
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"run folder {out} is a file, not a folder: pass another run folder.")
     data_root = paths.data_root(data)
-    if data_root is not None:
-        params["data_root"] = str(data_root.resolve())
+    params = {"profile": str(Path(profile).resolve()) if is_file else profile, "run_dir": str(out),
+              "data_root": None if data_root is None else str(data_root.resolve()),
+              "partition_seed": None, "training_seed": None, "key_seed": None, "progress": False}
     params.update(seeds or {})
+    params.update(extra or {})  # notebook-specific parameters; each notebook gets only those it declares
     publish = settings.name != "smoke" if publish is None else publish
     if not only or any(o.startswith(("01", "02")) for o in only):  # steps that need data, model and keys
         StudyRun.open(settings, out, data_root).preflight()  # a run that would fail later fails now
@@ -74,10 +88,12 @@ def _execute(sources: list[Path], out: Path, params: dict, only: list[str] | Non
             continue
         start = time.monotonic()
         target = out / "notebooks" / nb.name
+        declared = papermill.inspect_notebook(str(nb))
         try:
             papermill.execute_notebook(
-                str(nb), str(target), parameters=params, cwd=str(paths.NOTEBOOKS_DIR),
-                progress_bar=False, kernel_name="python3",
+                str(nb), str(target), parameters={k: v for k, v in params.items() if k in declared},
+                cwd=str(paths.NOTEBOOKS_DIR), progress_bar=False, kernel_name="python3",
+                kernel_manager_class=kernel_manager_class(),
             )
         except papermill.PapermillExecutionError as exc:
             raise NotebookFailed(
@@ -96,3 +112,29 @@ def publish_results(run: Path, profile: str) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     files = [f for f in sorted(paths.figures_dir(run).glob("*")) if f.is_file()] + [Path(run) / "study.json"]
     return [Path(shutil.copy2(f, dest / f.name)) for f in files if f.exists()]
+
+
+def kernel_manager_class() -> type:
+    """The kernel manager for study notebooks (see the module doc); jupyter_client is imported on first use."""
+    global _KERNEL_MANAGER
+    if _KERNEL_MANAGER is None:
+        import zmq
+        from jupyter_client.manager import AsyncKernelManager
+
+        class StudyKernelManager(AsyncKernelManager):
+            """Encrypted kernel sockets where supported; no SIGINT before shutting a kernel down."""
+
+            def __init__(self, **kwargs: object) -> None:
+                super().__init__(**kwargs)
+                if zmq.has("curve"):  # "auto": only when the kernelspec says the kernel supports it
+                    self.transport_encryption = "auto"
+
+            async def _async_interrupt_kernel(self) -> None:
+                if not self.shutting_down:
+                    await super()._async_interrupt_kernel()
+
+        _KERNEL_MANAGER = StudyKernelManager
+    return _KERNEL_MANAGER
+
+
+_KERNEL_MANAGER: type | None = None

@@ -50,3 +50,31 @@ def not_run_row(dataset: str, reason: str) -> dict:
         "paper_baseline": paper.get("baseline"),
         "status": f"not run here: {reason}",
     }
+
+
+def spread_table(runs: list[dict]) -> pd.DataFrame:
+    """Table 1 over several runs (other seeds): mean and standard deviation per dataset and column.
+
+    `runs` holds, per run folder, its Table 1 record (table1.json) under "table1" and, per dataset,
+    its per-client Eq. (14) check (encryption_check.json) under "checks". The standard deviation is the
+    sample one (ddof=1) over runs; with one run it is undefined (NaN).
+    """
+    rows = []
+    names = [r["dataset"] for r in runs[0]["table1"]["rows"] if r.get("status") == "run"]
+    for name in names:
+        cells = [next(r for r in run["table1"]["rows"] if r["dataset"] == name) for run in runs]
+        dataset = next(k for k, v in DATASET_NAMES.items() if v == name)
+        clients = [c for run in runs for c in run["checks"][dataset]["clients"]]
+        identical = sum(round(c["identical_predictions"] * c["n_test"]) for c in clients)
+        total = sum(c["n_test"] for c in clients)
+        row = {"dataset": name, "runs": len(runs)}
+        for column in ("integrated_model_encrypted", "integrated_model_plain", "baseline"):
+            values = pd.Series([c[column] for c in cells], dtype=float)
+            row[f"{column}_mean"] = values.mean()
+            row[f"{column}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
+        row.update(identical_predictions=f"{identical} of {total}", max_abs_logit_diff=max(
+            c["max_abs_logit_diff"] for c in clients), seeds=", ".join(
+            f"{run['table1']['training_seed']}/{run['checks'][dataset]['key_seed']}" for run in runs),
+            paper_integrated=PAPER_TABLE1[name]["integrated"], paper_baseline=PAPER_TABLE1[name]["baseline"])
+        rows.append(row)
+    return pd.DataFrame(rows)
