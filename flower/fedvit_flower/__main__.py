@@ -88,8 +88,9 @@ def node(args: argparse.Namespace) -> None:
     config = {"partition-id": args.partition_id, "num-partitions": args.num_partitions}
     config.update({k: v for k, v in (("data", args.data), ("keys-dir", args.keys_dir)) if v})
     tls = ["--root-certificates", args.root_certificates] if args.root_certificates else ["--insecure"]
-    auth = ["--auth-supernode-private-key", args.auth_private_key, "--auth-supernode-public-key",
-            args.auth_public_key] if args.auth_private_key else []
+    # Flower 1.42 needs only the private key here (its --auth-supernode-public-key is deprecated); the public
+    # key is registered on the SuperLink's side with `flwr supernode register` (README).
+    auth = ["--auth-supernode-private-key", args.auth_private_key] if args.auth_private_key else []
     env = launch.flower_env(Path(args.flwr_home).expanduser().resolve())
     env["FEDVIT_FLOWER_IDLE_POLL"] = str(args.idle_poll)
     supernode = subprocess.Popen([sys.executable, "-m", "fedvit_flower.supernode", *tls, *auth,
@@ -138,7 +139,6 @@ def main(argv: list[str] | None = None) -> None:
     n.add_argument("--port", type=int, default=9094, help="the SuperNode's local Runtime API port")
     n.add_argument("--root-certificates", default=None, help="CA certificate of the SuperLink (TLS)")
     n.add_argument("--auth-private-key", default=None, help="this node's private key (SuperNode authentication)")
-    n.add_argument("--auth-public-key", default=None, help="this node's public key (SuperNode authentication)")
     n.add_argument("--flwr-home", default="~/.flwr", help="Flower's home folder on this machine")
     n.add_argument("--idle-poll", type=float, default=3.0,
                    help="seconds between an idle node's requests for work (Flower's fixed 3; deploy uses 0.2)")
