@@ -20,12 +20,13 @@ import time
 from pathlib import Path
 
 from fedvit_flower import launch, task
+from fedvit_utils.profiles import default_profile
 
 
 def _run_config(args: argparse.Namespace) -> dict:
     overrides = " ".join(x for x in (args.overrides, f"num_clients={args.clients}" if args.clients else "",
                                      f"rounds={args.rounds}" if args.rounds else "") if x)
-    cfg = {"profile": args.profile, "overrides": overrides, "restart": args.restart,
+    cfg = {"profile": args.profile or default_profile(), "overrides": overrides, "restart": args.restart,
            "torch-threads": args.torch_threads}
     if args.run_dir:
         cfg["run-dir"] = str(Path(args.run_dir).resolve())
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     for name, func in (("simulate", simulate), ("deploy", deploy)):
         p = sub.add_parser(name, help=func.__doc__)
-        p.add_argument("--profile", default="smoke", help="smoke | quick | cpu | paper, or a YAML profile")
+        p.add_argument("--profile", default=None,
+                       help="smoke | quick | cpu | paper, or a YAML profile; default $FEDVIT_PROFILE, else quick")
         p.add_argument("--clients", type=int, default=None, help="number of clients (default: the profile's)")
         p.add_argument("--rounds", type=int, default=None, help="rounds (default: the profile's)")
         p.add_argument("--overrides", default="", help="other profile settings, e.g. 'train_per_client=100'")
