@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import paths
 from .profiles import DEFAULT_PROFILE, PROFILE_ENV
@@ -36,7 +37,8 @@ def _study(args: argparse.Namespace) -> None:
     try:
         seeds = {name: getattr(args, name) for name in ("partition_seed", "training_seed", "key_seed")
                  if getattr(args, name) is not None}
-        extra = {"spread_runs": [str(r) for r in args.spread_runs]} if args.spread_runs else None
+        # absolute: the notebook runs with another working directory than the caller of this command
+        extra = {"spread_runs": [str(Path(r).resolve()) for r in args.spread_runs]} if args.spread_runs else None
         out = run_study(args.profile, args.run_dir, args.data, publish=args.publish, only=args.only, seeds=seeds,
                         extra=extra)
     except NotebookFailed as exc:

@@ -79,7 +79,7 @@ def test_spread_over_seeds_is_mean_and_sample_std_with_the_identical_count():
     spread = table1.spread_table([_record(0, 0.30, 0.40), _record(1, 0.32, 0.38), _record(2, 0.34, 0.42)])
     assert spread["dataset"].tolist() == ["CIFAR-10"]  # rows that did not run are left out
     row = spread.iloc[0]
-    assert row["runs"] == 3 and row["seeds"] == "0/0, 1/1, 2/2"
+    assert row["runs"] == 3 and row["training_key_seeds"] == "0/0, 1/1, 2/2"
     assert row["integrated_model_encrypted_mean"] == pytest.approx(0.32)
     assert row["integrated_model_encrypted_std"] == pytest.approx(0.02)  # ddof = 1
     assert row["baseline_std"] == pytest.approx(0.02)

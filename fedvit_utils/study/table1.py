@@ -73,7 +73,7 @@ def spread_table(runs: list[dict]) -> pd.DataFrame:
             row[f"{column}_mean"] = values.mean()
             row[f"{column}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
         row.update(identical_predictions=f"{identical} of {total}", max_abs_logit_diff=max(
-            c["max_abs_logit_diff"] for c in clients), seeds=", ".join(
+            c["max_abs_logit_diff"] for c in clients), training_key_seeds=", ".join(
             f"{run['table1']['training_seed']}/{run['checks'][dataset]['key_seed']}" for run in runs),
             paper_integrated=PAPER_TABLE1[name]["integrated"], paper_baseline=PAPER_TABLE1[name]["baseline"])
         rows.append(row)
