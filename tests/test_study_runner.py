@@ -31,6 +31,22 @@ def test_failing_notebook_is_named_with_its_cell(tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "notebooks" / "03_never.ipynb").exists()
 
 
+def test_a_figure_shown_as_text_fails_the_run(tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _notebook(nbdir / "01_bare_figure.ipynb", "import matplotlib.pyplot as plt\nfig = plt.figure()\nfig")
+    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # no inline backend: the kernel shows the Figure's repr only
+    with pytest.raises(runner.NotebookFailed, match=r"01_bare_figure.ipynb: cell\(s\) \[2\] show a figure as text"):
+        runner.run_study("smoke", run_dir=tmp_path / "run", publish=False, progress=False)
+    executed = tmp_path / "run" / "notebooks" / "01_bare_figure.ipynb"
+    assert runner.figures_shown_as_text(executed) == [2]  # after the parameters and papermill's cell
+    nb = nbformat.read(executed, as_version=4)  # the same output with its picture beside the text is fine
+    nb.cells[2].outputs[0].data["image/png"] = "iVBORw0KGgo="
+    nbformat.write(nb, executed)
+    assert runner.figures_shown_as_text(executed) == []
+
+
 def test_unknown_profile_is_refused_before_any_notebook_runs(tmp_path, monkeypatch):
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()

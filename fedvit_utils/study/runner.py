@@ -5,7 +5,8 @@ the run folder, the data folder, the three seeds and ``progress``), so one set i
 them and papermill never reports an unknown parameter. Executed notebooks get ``progress=False``:
 progress bars belong in a live session, not in a stored notebook. Executed notebooks, figures and
 tables land in the run folder; with ``publish`` the figures and tables are copied to the project's
-figures/<profile>/ folder. A failing notebook stops the run and the error names the notebook and the cell.
+figures/<profile>/ folder. A failing notebook stops the run and the error names the notebook and the cell;
+so does a figure that an executed notebook would show as text instead of a picture.
 
 Kernels run with CurveZMQ-encrypted sockets where the kernel supports them (ipykernel does), so they
 do not warn "Kernel is running over TCP without encryption", and a finished kernel is shut down
@@ -100,10 +101,24 @@ def _execute(sources: list[Path], out: Path, params: dict, only: list[str] | Non
                 f"{nb.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
                 f"{exc.ename}: {exc.evalue}. Executed copy with the traceback: {target}"
             ) from None
+        as_text = figures_shown_as_text(target)
+        if as_text:  # the figure was made but a reader of the executed notebook sees only its repr
+            raise NotebookFailed(
+                f"{nb.name}: cell(s) {as_text} show a figure as text ('<Figure size ...>') instead of a "
+                f"picture; end the cell with run.save_figure(...) (an InlineFigure). Executed copy: {target}")
         timings[nb.stem] = round(time.monotonic() - start, 1)
         if progress:
             print(f"[study] {nb.name} done in {timings[nb.stem]:.0f} s", flush=True)
     return timings
+
+
+def figures_shown_as_text(notebook: Path) -> list[int]:
+    """Cells (counted from 0 as in "failed in cell N", papermill's injected cell included) of an executed
+    notebook that show a matplotlib Figure as its text repr only."""
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    return [i for i, cell in enumerate(cells) if cell["cell_type"] == "code" and any(
+        "<Figure size" in "".join(out["data"].get("text/plain", "")) and "image/png" not in out["data"]
+        for out in cell["outputs"] if "data" in out)]
 
 
 def publish_results(run: Path, profile: str) -> list[Path]:
