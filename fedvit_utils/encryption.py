@@ -86,7 +86,8 @@ def encrypt_images(images: torch.Tensor, key: SecretKey) -> torch.Tensor:
         )
     # (a)-(c): split into blocks, put them in E_b's order (Eq. 9) and flatten them (Eq. 11), in one copy.
     blocks = split_blocks(images.to(ct), key.patch_size, _block_order(key, images.device))
-    encrypted = blocks @ _matrix(key, "inverse", images.device, ct)  # (d) Eq. (12)
+    with _no_autocast(images.device):  # under autocast the product would run in bf16 whatever `ct` says
+        encrypted = blocks @ _matrix(key, "inverse", images.device, ct)  # (d) Eq. (12)
     return merge_blocks(encrypted, key.image_size, key.patch_size).to(images.dtype)  # (e)
 
 
@@ -96,7 +97,8 @@ def decrypt_images(images: torch.Tensor, key: SecretKey) -> torch.Tensor:
     if key.kind == "permutation":
         return _gather(images, _pixel_source(key, images.device, inverse=True))
     ct = _compute_dtype(images.dtype)
-    blocks = split_blocks(images.to(ct), key.patch_size) @ _matrix(key, "forward", images.device, ct)  # b = b_hat E_a
+    with _no_autocast(images.device):  # b = b_hat E_a
+        blocks = split_blocks(images.to(ct), key.patch_size) @ _matrix(key, "forward", images.device, ct)
     plain = torch.empty_like(blocks)
     plain[:, _block_order(key, images.device)] = blocks  # undo Eq. (9)
     return merge_blocks(plain, key.image_size, key.patch_size).to(images.dtype)
@@ -185,6 +187,12 @@ def _gather(images: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     # torch.gather with a broadcast index is ~6x faster on CPU than advanced indexing x[:, src].
     flat = images.reshape(images.shape[0], -1)
     return torch.gather(flat, 1, src.expand(flat.shape[0], -1)).view(images.shape)
+
+
+def _no_autocast(device: torch.device) -> torch.autocast:
+    # Encryption runs inside training and evaluation code that may hold bf16 autocast (devices.autocast);
+    # the key's product must stay in the compute dtype, or Eq. 14 holds only to bf16 precision.
+    return torch.autocast(device.type, enabled=False)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:

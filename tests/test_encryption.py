@@ -138,6 +138,17 @@ def test_fast_path_matches_the_per_block_definition(kind):
     torch.testing.assert_close(encrypt_images(x, key), encrypt_images_reference(x, key), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["orthogonal", "gaussian"])
+def test_encryption_ignores_a_surrounding_bf16_autocast(kind):
+    """Training and evaluation may run under bf16 autocast; the key's product stays in float32 inside it."""
+    key = generate_key(16, 4, kind=kind, seed=5)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what devices.autocast does on CUDA, here on the CPU
+        enc, dec = encrypt_images(x, key), decrypt_images(encrypt_images(x, key), key)
+    assert torch.equal(enc, encrypt_images(x, key))
+    torch.testing.assert_close(dec, x, rtol=0, atol=1e-4)
+
+
 def test_the_definition_moves_block_le_i_to_i_and_multiplies_by_the_inverse():
     """Eq. (9)-(12) on a case small enough to write down: 2x1 blocks of 1x1 pixels, one channel."""
     ea = np.array([[2.0]])
