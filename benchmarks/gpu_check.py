@@ -17,7 +17,6 @@ code on the CPU with a tiny ViT, which is how the test suite keeps this script w
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -27,11 +26,12 @@ import torch
 
 from fedvit_utils import paths
 from fedvit_utils.data import ImageData, Preprocess, load_dataset
-from fedvit_utils.devices import autocast, full_float32, hardware, prepare_model
+from fedvit_utils.devices import hardware, prepare_model
 from fedvit_utils.encryption import EncryptImages
 from fedvit_utils.evaluation import predict
 from fedvit_utils.federated.aggregation import FedAvg
 from fedvit_utils.federated.client import LocalTraining
+from fedvit_utils.files import write_json
 from fedvit_utils.keys import generate_key
 from fedvit_utils.model_encryption import encrypt_model
 from fedvit_utils.models import create_vit, input_size, patch_size
@@ -73,19 +73,10 @@ def eq14(model: torch.nn.Module, images: torch.Tensor, preprocess: Preprocess, d
     """Encrypted model on encrypted images against the plain path, on `device`."""
     key = generate_key(input_size(model), patch_size(model), 3, kind, seed=0)
     enc_model = encrypt_model(model, key)
-    if bf16:
-        with torch.no_grad():
-            # Images are encrypted in float32 (as predict does outside exact mode, the transform runs in float32
-            # via encryption's compute dtype); only the models run under autocast.
-            x = preprocess(images.to(device))
-            x_enc = EncryptImages(key)(x)
-            with autocast(device):
-                plain = model(x).float().cpu()
-                enc = enc_model(x_enc).float().cpu()
-    else:
-        with full_float32():
-            plain = predict(model, images, preprocess, 16, device, exact=True)
-            enc = predict(enc_model, images, preprocess, 16, device, transform=EncryptImages(key), exact=True)
+    # predict's exact mode is float32 with TF32 off; otherwise it runs under autocast (bf16 on CUDA), where the
+    # images are still encrypted in float32 (encryption's compute dtype) and only the models run in bf16.
+    plain = predict(model, images, preprocess, 16, device, exact=not bf16)
+    enc = predict(enc_model, images, preprocess, 16, device, transform=EncryptImages(key), exact=not bf16)
     precision = "float32, TF32 off"
     if bf16:
         precision = "bf16 autocast" if device.type == "cuda" else "autocast (a no-op on the CPU)"
@@ -144,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     name = re.sub(r"[^A-Za-z0-9]+", "-", hardware().split(",")[0]).strip("-").lower()
     path = out / f"{name}{'-tiny' if args.tiny else ''}.json"
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(path, report)
     print(f"gpu-check: {images_per_s:.1f} training images/s, round {seconds:.1f} s, peak memory "
           f"{'n/a' if peak is None else f'{peak:.1f} GiB'}; Eq. 14 in float32: "
           f"{'holds' if report['eq14_holds_in_float32'] else 'FAILS'}; full paper profile ~"
