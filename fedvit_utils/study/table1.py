@@ -71,7 +71,7 @@ def spread_table(runs: list[dict]) -> pd.DataFrame:
         for column in ("integrated_model_encrypted", "integrated_model_plain", "baseline"):
             values = pd.Series([c[column] for c in cells], dtype=float)
             row[f"{column}_mean"] = values.mean()
-            row[f"{column}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
+            row[f"{column}_std"] = values.std(ddof=1)  # NaN for a single run
         row.update(identical_predictions=f"{identical} of {total}", max_abs_logit_diff=max(
             c["max_abs_logit_diff"] for c in clients), training_key_seeds=", ".join(
             f"{run['table1']['training_seed']}/{run['checks'][dataset]['key_seed']}" for run in runs),
