@@ -49,7 +49,10 @@ def _records(run_dir: Path) -> tuple[pd.DataFrame, dict, list[dict]]:
     out = run_dir / "cifar10"
     history = checkpoints.load_history(out / "federated")
     metrics = json.loads((out / "federated" / "metrics.json").read_text())
-    return history, metrics, json.loads((out / "encryption_check.json").read_text())["clients"]
+    check = json.loads((out / "encryption_check.json").read_text())
+    sources = {c["key_source"] for c in check["clients"]}  # the record's key seed says what the clients used
+    assert sources == {"OS entropy" if check["key_seed"] == "OS entropy" else f"demo seed {check['key_seed']}"}
+    return history, metrics, check["clients"]
 
 
 def _client_rows(h: pd.DataFrame) -> pd.DataFrame:

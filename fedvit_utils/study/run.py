@@ -254,11 +254,13 @@ class StudyRun:
         """Exact float32 predictions of `model` with its own preprocessing on the profile's device."""
         return exact_predictor(Preprocess.for_model(model), self.profile.eval_batch_size, self.device)
 
-    def write_encryption_check(self, dataset: str, check: pd.DataFrame) -> Path:
-        """Notebook 03: record the per-client Eq. (14) check."""
+    def write_encryption_check(self, dataset: str, check: pd.DataFrame, key_seed: int | str | None = None) -> Path:
+        """Notebook 03: record the per-client Eq. (14) check; `key_seed` names where the keys came from when
+        that is not the profile's key_seed (the Flower app: its own demo seed, or "OS entropy")."""
         return write_json(self.dataset_dir(dataset) / "encryption_check.json", {
             "profile": self.profile.name, "dataset": dataset, **self.seeds(), "key_kind": self.profile.key_kind,
-            "key_seed": self.profile.key_seed, "clients": check.to_dict(orient="records")})
+            "key_seed": self.profile.key_seed if key_seed is None else key_seed,
+            "clients": check.to_dict(orient="records")})
 
     def encryption_check(self, dataset: str) -> pd.DataFrame:
         """The per-client Eq. (14) check written by notebook 03."""

@@ -211,7 +211,7 @@ def _encryption_step(grid: Grid, s: task.Settings, study: StudyRun, clients: dic
                      "client": pid, "accuracy": m["plain-accuracy"], "loss": m["plain-loss"], "n": n})
     for nid, reason in failed.items():
         print(f"[flower] step 3: client {node_client[nid]} did not report ({reason})", flush=True)
-    study.write_encryption_check(s.dataset, pd.DataFrame(checks))
+    study.write_encryption_check(s.dataset, pd.DataFrame(checks), "OS entropy" if s.key_seed is None else s.key_seed)
     same = sum(c["identical_count"] for c in checks)
     total = sum(c["n_test"] for c in checks)
     print(f"[flower] Eq. 14 on {len(checks)} clients: identical predictions on {same}/{total} encrypted test images",
