@@ -374,3 +374,20 @@ def client_keys(
     """One independent key per client, from child seeds of one key seed (or OS entropy)."""
     children = np.random.SeedSequence(seed).spawn(num_clients)
     return [generate_key(image_size, patch_size, channels, kind, child) for child in children]
+
+
+def key_of_client(
+    client: int,
+    num_clients: int,
+    image_size: int | tuple[int, int],
+    patch_size: int,
+    channels: int = 3,
+    kind: str = "orthogonal",
+    *,
+    seed: int,
+) -> SecretKey:
+    """`client_keys(num_clients, ..., seed)[client]`, drawn alone: a client's node needs only its own key."""
+    if not 0 <= client < num_clients:
+        raise ValueError(f"client {client} is outside 0..{num_clients - 1}.")
+    child = np.random.SeedSequence(seed).spawn(num_clients)[client]  # spawning is cheap; drawing a key is not
+    return generate_key(image_size, patch_size, channels, kind, child)

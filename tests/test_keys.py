@@ -17,6 +17,7 @@ from fedvit_utils.keys import (
     check_condition,
     client_keys,
     generate_key,
+    key_of_client,
 )
 
 
@@ -154,3 +155,13 @@ def test_nothing_dumps_the_key_material():
         key.kind = "permutation"
     with pytest.raises(ValueError):
         key.matrix[0, 0] = 1.0  # the arrays are read-only views
+
+
+@pytest.mark.parametrize("kind", KEY_KINDS)
+def test_one_clients_key_drawn_alone_is_that_client_s_key(kind):
+    keys = client_keys(4, 16, 4, kind=kind, seed=7)
+    for client in (0, 3):
+        alone = key_of_client(client, 4, 16, 4, kind=kind, seed=7)
+        assert alone.fingerprint == keys[client].fingerprint
+    with pytest.raises(ValueError, match="client 4 is outside 0..3"):
+        key_of_client(4, 4, 16, 4, seed=7)

@@ -30,7 +30,7 @@ from fedvit_utils.devices import resolve_device
 from fedvit_utils.evaluation import encryption_check, exact_predictor
 from fedvit_utils.federated.client import LocalTraining, model_and_trainer
 from fedvit_utils.federated.server import metrics_on
-from fedvit_utils.keys import SecretKey, client_keys, generate_key
+from fedvit_utils.keys import SecretKey, generate_key, key_of_client
 from fedvit_utils.models import input_size, patch_size
 from fedvit_utils.partition import FederatedDataset, client_splits
 from fedvit_utils.profiles import Profile, ProfileError, load_profile
@@ -138,6 +138,7 @@ def profile_from_json(text: str) -> Profile:
 # -- a node ----------------------------------------------------------------------------------------------
 _DATA: dict[tuple, FederatedDataset] = {}  # per process: decoded once, whatever partition the process serves
 _NODES: dict[tuple, Node] = {}
+_MODELS: dict[tuple, tuple[torch.nn.Module, LocalTraining]] = {}
 
 
 def node_data(profile: Profile, dataset: str, data_root: str | None) -> FederatedDataset:
@@ -181,11 +182,24 @@ def node(profile_text: str, dataset: str, client: int, data_root: str | None, to
                          f"has num_clients={profile.num_clients}): give each SuperNode its own id in that range.")
     data = node_data(profile, dataset, data_root)
     test_idx = torch.as_tensor(data.splits.test[client], dtype=torch.long)
-    model, trainer = model_and_trainer(profile, data.num_classes, resolve_device(profile.device))
+    for old in [k for k in _NODES if k[:2] != key[:2]]:  # another run's partitions: let their model go
+        del _NODES[old]
+    model, trainer = node_model(profile, profile_text, dataset, data.num_classes)
     state = Node(profile, dataset, client, data.client_train(client), data.test.subset(test_idx), model, trainer, 0.0)
     state.setup_seconds = time.perf_counter() - tic
     _NODES[key] = state
     return state
+
+
+def node_model(profile: Profile, profile_text: str, dataset: str, num_classes: int
+               ) -> tuple[torch.nn.Module, LocalTraining]:
+    """One model object and trainer per process, shared by every partition it serves (a simulation actor
+    serves many): each step loads the weights it starts from (train_round, encryption_step) before use."""
+    key = (profile_text, dataset)
+    if key not in _MODELS:
+        _MODELS.clear()
+        _MODELS[key] = model_and_trainer(profile, num_classes, resolve_device(profile.device))
+    return _MODELS[key]
 
 
 def train_round(state: Node, global_state: dict, round_index: int, train: bool, evaluate: bool
@@ -235,7 +249,7 @@ def client_key(state: Node, key_seed: int | None, keys_dir: str | None) -> tuple
     if key_seed is None:
         key = generate_key(size, block, 3, p.key_kind, seed=None)
     else:  # the study's demo keys: client i gets the i-th child seed, as in notebook 03
-        key = client_keys(p.num_clients, size, block, 3, p.key_kind, key_seed)[state.client]
+        key = key_of_client(state.client, p.num_clients, size, block, 3, p.key_kind, seed=key_seed)
     if path is not None:
         paths.private_dir(path.parent)
         key.save(path)
