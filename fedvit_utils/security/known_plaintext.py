@@ -152,7 +152,12 @@ def known_plaintext_attack(plain: torch.Tensor, encrypted: torch.Tensor, patch_s
     if x.shape != y.shape:
         raise ValueError(f"plain {tuple(x.shape)} and encrypted {tuple(y.shape)} images differ in shape; "
                          f"pass the pairs in the same order.")
-    a, b = blocks_of(x, patch_size), blocks_of(y, patch_size)
+    return attack_blocks(blocks_of(x, patch_size), blocks_of(y, patch_size), patch_size, kind, match, fit)
+
+
+def attack_blocks(a: np.ndarray, b: np.ndarray, patch_size: int, kind: str, match: Match = "auto",
+                  fit: Fit = "auto") -> RecoveredKey:
+    """The attack on blocks: `a`, `b` (k, N, L) known plain and encrypted blocks (`blocks_of`) -> the key."""
     k, n, length = a.shape
     if k == 0:
         # Nothing known: the best an attacker can do is guess; identity guesses score at chance.

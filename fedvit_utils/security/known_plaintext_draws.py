@@ -10,7 +10,7 @@ kinds, so curves over k and kinds are paired.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,11 +19,10 @@ import torch
 from ..encryption import encrypt_images
 from ..keys import KEY_KINDS
 from ..seeds import derive_seed
-from .known_plaintext import default_methods, fit_block_transform, match_positions
+from .known_plaintext import attack_blocks
 from .measures import (
     PIXELS,
     Normalization,
-    RecoveredKey,
     as_float_images,
     blocks_of,
     draw_key,
@@ -58,7 +57,6 @@ def known_plaintext_trials(
     kinds: Sequence[str] = KEY_KINDS,
     norm: Normalization = PIXELS,
     seed: int = 0,
-    methods: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> pd.DataFrame:
     """One row per (kind, method, k, draw): recover a fresh key from k random known pairs, decrypt unseen images.
 
@@ -71,7 +69,6 @@ def known_plaintext_trials(
         return pd.DataFrame()
     if n_unseen < 1 or max(ks) + n_unseen > len(x):
         raise ValueError(f"need max(ks) + n_unseen = {max(ks) + n_unseen} images (n_unseen >= 1), got {len(x)}.")
-    methods = methods or METHODS
     pool, unseen = x[: len(x) - n_unseen], x[len(x) - n_unseen :]
     size = tuple(x.shape[-2:])
     rows = []
@@ -87,16 +84,9 @@ def known_plaintext_trials(
             n, length = key.num_blocks, key.block_length
             for k in ks:
                 a, b = a_all[:k], b_all[:k]
-                pairs = methods.get(kind) or [default_methods(kind, k * n, length)]
-                for match, fit in pairs:
+                for match, fit in METHODS[kind]:
                     t0 = time.perf_counter()
-                    if k == 0:
-                        eye = np.eye(length)
-                        rec = RecoveredKey(np.arange(n), eye, eye.copy(), patch_size, "guess (k = 0)")
-                    else:
-                        perm = match_positions(a, b, match)
-                        mat, inv = fit_block_transform(a[:, perm].reshape(-1, length), b.reshape(-1, length), fit)
-                        rec = RecoveredKey(perm, mat, inv, patch_size, f"{match} + {fit}")
+                    rec = attack_blocks(a, b, patch_size, kind, match, fit)
                     seconds = time.perf_counter() - t0
                     rows.append(dict(data=data, image_size=size_label(x), patch_size=patch_size, kind=kind,
                                      k=k, draw=d, known_blocks=k * n, L=length, N=n,

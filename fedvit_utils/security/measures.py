@@ -225,7 +225,8 @@ def evaluate_recovery(rec: RecoveredKey, key: SecretKey, unseen: torch.Tensor, u
     `unseen` are [0, 1] images; `unseen_enc` their ciphertexts (of `norm.apply(unseen)`, as clients make them).
     """
     acc = block_accuracy(rec.block_permutation, key.block_permutation)
-    # The attacker knows the normalization and the pixel range, and clips to it as any image decoder would.
+    # The attacker knows the normalization and the pixel range; score_decryption clips to that range, as any
+    # image decoder would.
     decrypted = norm.undo(decrypt_recovered(unseen_enc, rec, clip=None))
     psnr, identical = score_decryption(unseen, decrypted)
     return dict(blocks_placed=acc, key_error=key_error(rec.matrix, key.matrix), psnr_mean=float(psnr.mean()),
