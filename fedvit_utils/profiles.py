@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from .data import DATASETS
+from .datasets import DATASETS
 from .keys import KEY_KINDS
 
 SMALL_VIT = dict(img_size=32, patch_size=8, embed_dim=192, depth=6, num_heads=3)
