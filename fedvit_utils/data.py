@@ -255,12 +255,6 @@ def sample_images(data: ImageData, n: int, seed: int = 0) -> ImageData:
     return data.subset(np.random.default_rng(seed).choice(len(data), size=n, replace=False))
 
 
-def example_image(data_root: str | os.PathLike | None = None, split: str = "test", index: int = 0) -> np.ndarray:
-    """One CIFAR-10 image as RGB uint8 (H, W, 3), the `index`-th of the first class."""
-    data = load_dataset("cifar10", split, data_root, max_per_class=index + 1)
-    return data.images[index].permute(1, 2, 0).numpy()
-
-
 PHOTOS = ("astronaut", "coffee", "chelsea")
 
 

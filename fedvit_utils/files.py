@@ -192,7 +192,7 @@ class RunLock:
     def __enter__(self) -> RunLock:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fh = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the lock
+            fh = open(self.path, "a+")  # held open for the life of the lock
         except OSError as exc:
             raise PermissionError(f"run folder {self.folder} is not writable ({exc.strerror}): make it writable "
                                   f"or choose another run folder.") from exc

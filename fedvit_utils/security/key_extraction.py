@@ -129,7 +129,7 @@ def key_extraction_report(
     models: Mapping[str, nn.Module],
     images: torch.Tensor,
     preprocess: nn.Module,
-    data: str,
+    data_label: str,
     kinds: Sequence[str] = KEY_KINDS,
     n_keys: int = 5,
     seed: int = 0,
@@ -158,7 +158,7 @@ def key_extraction_report(
             for key in draw_keys(kind, n_keys, size, p, seed, "key extraction"):
                 rec = extract_key_from_model(model, encrypt_model(model, key), kind)
                 enc = encrypt_images(norm.apply(x).float(), key)  # float32 ciphertexts
-                row = dict(data=data, image_size=size_label(x), patch_size=p, model=name, D=w.shape[0],
+                row = dict(data=data_label, image_size=size_label(x), patch_size=p, model=name, D=w.shape[0],
                            L=key.block_length, rank_W=rank, W_columns_distinct=_distinct_rows(w.T), kind=kind,
                            key_fingerprint=key.fingerprint, **evaluate_recovery(rec, key, x, enc, norm),
                            psnr_with_block_prior_mean=np.nan, psnr_with_block_prior_min=np.nan,

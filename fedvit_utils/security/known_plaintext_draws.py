@@ -53,7 +53,7 @@ def _known_block_stats(blocks: np.ndarray) -> dict:
 def known_plaintext_trials(
     images: torch.Tensor,
     patch_size: int,
-    data: str,
+    data_label: str,
     ks: Sequence[int],
     draws: int,
     n_unseen: int,
@@ -91,7 +91,7 @@ def known_plaintext_trials(
                     t0 = time.perf_counter()
                     rec = attack_blocks(a, b, patch_size, kind, match, fit)
                     seconds = time.perf_counter() - t0
-                    rows.append(dict(data=data, image_size=size_label(x), patch_size=patch_size, kind=kind,
+                    rows.append(dict(data=data_label, image_size=size_label(x), patch_size=patch_size, kind=kind,
                                      k=k, draw=d, known_blocks=k * n, L=length, N=n,
                                      **stats.get(k, dict(known_rank_1e3=0, known_cond=float("inf"))),
                                      key_fingerprint=key.fingerprint, attack_seconds=seconds,

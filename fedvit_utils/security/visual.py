@@ -30,7 +30,7 @@ KEY_SPACE_NOTE = (
 def visual_security(
     images: torch.Tensor,
     patch_size: int,
-    data: str,
+    data_label: str,
     kinds: Sequence[str] = KEY_KINDS,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -43,7 +43,7 @@ def visual_security(
         # Dense keys push values far outside [0, 1], which alone drives raw PSNR down; scored again
         # after stretching each encrypted image to [0, 1], as it would be shown or saved as a picture.
         psnr_s, ssim_s = image_quality(x, stretch(other))
-        rows.append(dict(data=data, image_size=size_label(x), patch_size=patch_size, kind=kind, part=part,
+        rows.append(dict(data=data_label, image_size=size_label(x), patch_size=patch_size, kind=kind, part=part,
                          n_images=len(x), psnr_mean=psnr.mean(), psnr_std=psnr.std(),
                          ssim_mean=ssim.mean(), ssim_std=ssim.std(),
                          psnr_stretched_mean=psnr_s.mean(), ssim_stretched_mean=ssim_s.mean()))
