@@ -65,9 +65,11 @@ def run_federated(profile: Profile, data: FederatedDataset, out: str | os.PathLi
             rows += _client_rows(strategy, data, client_test, update, profile, rnd, c)
         model.load_state_dict(global_state)
         try:
-            strategy.integrate(mean.result())
+            integrated = mean.result()
         except NoClientUpdates:
             warnings.warn(f"round {rnd + 1}: every client failed; the global model is unchanged.", stacklevel=2)
+        else:
+            strategy.integrate(integrated)
         return StepResult(rows, trained, mean.count)
 
     return run_resumable(profile, data, out, model, trainer, one_round, steps=profile.rounds, unit="rounds",
