@@ -23,7 +23,7 @@ endif
 export MPLBACKEND = Agg
 export PYTHONHASHSEED = 0
 
-.PHONY: venv flower-venv study table1-spread test lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
+.PHONY: venv flower-venv study table1-spread test test-fast lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
 
 venv: $(VENV)/.installed
 
@@ -78,6 +78,12 @@ table1-spread: study
 test: venv flower-venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider
+
+# The inner loop: unit tests only (no notebook kernels, Flower, browser, paper miniature or 224x224 ViTs;
+# tests marked `slow` are left out). `make test` stays the full suite CI runs.
+test-fast: venv
+	$(BIN)/ruff check .
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 lint: venv
 	$(BIN)/ruff check .

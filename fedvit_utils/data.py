@@ -25,8 +25,9 @@ from PIL import Image
 from torch import nn
 
 from . import paths
+from .datasets import DATASETS as DATASETS  # the registry lives in `datasets` (no torch there)
+from .datasets import NUM_CLASSES, dataset_spec
 
-DATASETS = ("cifar10", "cifar100")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -122,14 +123,6 @@ def _read_batch(path: Path) -> dict:
                         f"(torchvision's download writes it).") from exc
 
 
-_BATCHES = {
-    "cifar10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta",
-                "labels": "labels", "names": "label_names"},
-    "cifar100": {"train": ["train"], "test": ["test"], "meta": "meta", "labels": "fine_labels",
-                 "names": "fine_label_names"},
-}
-
-
 def load_torchvision_cifar(
     name: str, root: str | os.PathLike, split: str = "train", download: bool = False
 ) -> ImageData:
@@ -139,23 +132,27 @@ def load_torchvision_cifar(
     cannot run code; torchvision itself is used only to download (it checks the published MD5 sums).
     """
     root = Path(root)
+    layout = dataset_spec(name).torchvision
+    if layout is None:
+        raise DataNotFound(f"{name} has no torchvision files; put it in an ImageFolder tree <root>/{name}/.")
     if download:
         from torchvision import datasets
 
-        cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+        cls = getattr(datasets, layout.dataset_class)
         try:
             cls(str(root), train=split == "train", download=True)
         except (RuntimeError, OSError) as exc:  # torchvision: "Dataset not found or corrupted."; no network
             raise DataNotFound(_missing_message(name, root, [f"the download failed: {exc}"])) from exc
-    layout, folder = _BATCHES[name], root / TORCHVISION_FOLDERS[name]
-    missing = [f for f in (*layout[split], layout["meta"]) if not (folder / f).is_file()]
+    folder = root / layout.folder
+    files = layout.train if split == "train" else layout.test
+    missing = [f for f in (*files, layout.meta) if not (folder / f).is_file()]
     if missing:
         raise DataNotFound(_missing_message(name, root, [f"{folder} lacks {missing}"]))
-    batches = [_read_batch(folder / f) for f in layout[split]]
+    batches = [_read_batch(folder / f) for f in files]
     try:
         data = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
-        labels = np.concatenate([np.asarray(b[layout["labels"]], dtype=np.int64) for b in batches])
-        classes = [str(c) for c in _read_batch(folder / layout["meta"])[layout["names"]]]
+        labels = np.concatenate([np.asarray(b[layout.labels], dtype=np.int64) for b in batches])
+        classes = [str(c) for c in _read_batch(folder / layout.meta)[layout.names]]
     except (KeyError, ValueError, TypeError) as exc:
         raise DataError(f"{folder} does not hold CIFAR batches in torchvision's layout ({exc}).") from exc
     labels_fit = len(labels) == len(data) and (len(labels) == 0 or 0 <= labels.min() <= labels.max() < len(classes))
@@ -163,10 +160,6 @@ def load_torchvision_cifar(
         raise DataError(f"{folder}: {len(data)} images, {len(labels)} labels and {len(classes)} class names do not fit "
                         f"{name}; replace the files.")
     return ImageData(torch.from_numpy(data), torch.from_numpy(labels), classes, f"torchvision {name}")
-
-
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
-TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
 @dataclass(frozen=True)
@@ -184,8 +177,7 @@ def locate_dataset(name: str, data_root: str | os.PathLike | None = None, downlo
     (<root>/cifar-10-batches-py, <root>/cifar-100-python); an ImageFolder tree at <root> itself whose
     class count fits the dataset; else a torchvision download if `download` is allowed.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}.")
+    layout = dataset_spec(name).torchvision
     root = paths.data_root(data_root)
     notes = []
     if root is not None:
@@ -203,9 +195,9 @@ def locate_dataset(name: str, data_root: str | os.PathLike | None = None, downlo
             if folder == root / name:
                 raise DataError(f"{folder} has {classes} classes but {name} has {NUM_CLASSES[name]}: wrong folder?")
             notes.append(f"the ImageFolder tree at {root} has {classes} classes, not {name}'s {NUM_CLASSES[name]}")
-        if (root / TORCHVISION_FOLDERS[name]).is_dir():
+        if layout is not None and (root / layout.folder).is_dir():
             return DataSource("torchvision", root)
-    if download:
+    if download and layout is not None:
         return DataSource("download", root or paths.runs_dir() / "data")
     raise DataNotFound(_missing_message(name, root, notes))
 
@@ -213,12 +205,14 @@ def locate_dataset(name: str, data_root: str | os.PathLike | None = None, downlo
 def _missing_message(name: str, root: Path | None, notes: list[str] | None = None) -> str:
     where = f"under {root}" if root else "(no data folder set)"
     why = f" ({'; '.join(notes)})" if notes else ""
+    layout = dataset_spec(name).torchvision
+    torchvision = f" or at a folder holding torchvision's {layout.folder}" if layout else ""
     return (
         f"no {name} data {where}{why}. Point the data setting at an ImageFolder tree "
-        f"<root>/{{train,test}}/<class>/*.jpg (or <root>/{name}/...) or at a folder holding torchvision's "
-        f"{TORCHVISION_FOLDERS[name]} — argument data_root=..., environment variable {paths.DATA_ENV}=..., "
-        f"`make study DATA=...`, or pyproject.toml [tool.fedvit] data_root — or allow download on a machine "
-        f"with internet."
+        f"<root>/{{train,test}}/<class>/*.jpg (or <root>/{name}/...){torchvision} — argument data_root=..., "
+        f"environment variable {paths.DATA_ENV}=..., "
+        f"`make study DATA=...`, or pyproject.toml [tool.fedvit] data_root"
+        + (" — or allow download on a machine with internet." if layout else ".")
     )
 
 
@@ -229,7 +223,7 @@ def load_dataset(
     max_per_class: int | None = None,
     download: bool = False,
 ) -> ImageData:
-    """Load `name` ('cifar10' | 'cifar100') from wherever `locate_dataset` finds it, decoded into memory."""
+    """Load a registered dataset (`datasets.DATASETS`) from wherever `locate_dataset` finds it, decoded into memory."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}.")
     source = locate_dataset(name, data_root, download)
@@ -259,12 +253,6 @@ def sample_images(data: ImageData, n: int, seed: int = 0) -> ImageData:
     if n > len(data):
         raise ValueError(f"asked for {n} images but {data.source} holds {len(data)}: lower the number.")
     return data.subset(np.random.default_rng(seed).choice(len(data), size=n, replace=False))
-
-
-def example_image(data_root: str | os.PathLike | None = None, split: str = "test", index: int = 0) -> np.ndarray:
-    """One CIFAR-10 image as RGB uint8 (H, W, 3), the `index`-th of the first class."""
-    data = load_dataset("cifar10", split, data_root, max_per_class=index + 1)
-    return data.images[index].permute(1, 2, 0).numpy()
 
 
 PHOTOS = ("astronaut", "coffee", "chelsea")

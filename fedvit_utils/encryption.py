@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .keys import KeyMismatchError, SecretKey
+from .keys import KEY_KINDS, KeyMismatchError, SecretKey, key_kind
 
 __all__ = [
     "EncryptImages",
@@ -75,7 +75,7 @@ def encrypt_images_reference(images: torch.Tensor, key: SecretKey) -> torch.Tens
 def encrypt_images(images: torch.Tensor, key: SecretKey) -> torch.Tensor:
     """Encrypt a batch (B, C, H, W) with `key` (Eq. 9-13); same dtype and device as the input."""
     _check_images(images, key, allow_integer=True)
-    if key.kind == "permutation":
+    if key.key_kind.moves_pixels_only:
         # E_b and a permutation E_a only move pixels: the whole of Eq. 9-12 is one gather.
         return _gather(images, _pixel_source(key, images.device, inverse=False))
     ct = _compute_dtype(images.dtype)
@@ -94,7 +94,7 @@ def encrypt_images(images: torch.Tensor, key: SecretKey) -> torch.Tensor:
 def decrypt_images(images: torch.Tensor, key: SecretKey) -> torch.Tensor:
     """Invert `encrypt_images`: recover the plain batch from an encrypted one."""
     _check_images(images, key, allow_integer=True)
-    if key.kind == "permutation":
+    if key.key_kind.moves_pixels_only:
         return _gather(images, _pixel_source(key, images.device, inverse=True))
     ct = _compute_dtype(images.dtype)
     with _no_autocast(images.device):  # b = b_hat E_a
@@ -145,11 +145,12 @@ def _check_images(images: torch.Tensor, key: SecretKey, allow_integer: bool) -> 
             f"images are {h}x{w} but the key was made for {key.image_size[0]}x{key.image_size[1]}{hint}: "
             f"resize the images to the model's input size first, or generate a key for {h}x{w}."
         )
-    if not images.is_floating_point() and not (allow_integer and key.kind == "permutation"):
+    if not images.is_floating_point() and not (allow_integer and key.key_kind.moves_pixels_only):
+        only_moving = [name for name in KEY_KINDS if key_kind(name).moves_pixels_only]
         raise TypeError(
             f"images have integer dtype {images.dtype}; a {key.kind!r} key mixes pixel values, which needs "
-            f"floats: convert and normalize first (e.g. Preprocess), or use a 'permutation' key, which "
-            f"only moves pixels and keeps uint8 images exact."
+            f"floats: convert and normalize first (e.g. Preprocess), or use a key that only moves pixels "
+            f"({', '.join(map(repr, only_moving))}) and keeps uint8 images exact."
         )
 
 
@@ -167,7 +168,7 @@ def _matrix(key: SecretKey, which: str, device: torch.device, dtype: torch.dtype
 
 
 def _pixel_source(key: SecretKey, device: torch.device, inverse: bool) -> torch.Tensor:
-    """Flat index `src` with encrypted.flatten(1) == plain.flatten(1)[:, src] (permutation keys, cached)."""
+    """Flat index `src` with encrypted.flatten(1) == plain.flatten(1)[:, src] (pixel-moving keys, cached)."""
 
     def make() -> torch.Tensor:
         # Encrypt the image of pixel positions 0, 1, 2, ... with the general path: what lands at

@@ -1,7 +1,7 @@
 """Predictions and accuracy, and the per-client check of the paper's central claim (Eq. 14).
 
 `predict` runs uint8 images through the model's preprocessing, then an optional transform (image
-encryption comes here, after normalization), then the model. `encryption_check` is step 3 of the
+encryption comes here, after normalization), then the model. `verify_encryption` is step 3 of the
 paper's Fig. 1 for every client: its encrypted copy of the integrated model (Eq. 3, 8) on its own
 test images encrypted with the same key (Eq. 12), against the plain model on plain images.
 """
@@ -85,7 +85,7 @@ def exact_predictor(preprocess: Callable, batch_size: int, device: torch.device)
     return run
 
 
-def encryption_check(
+def verify_encryption(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,

@@ -18,13 +18,13 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import torch
 
 FORMAT = "fedvit-checked-1"
 
@@ -99,9 +99,12 @@ def write_json(path: str | os.PathLike, doc: object, indent: int | None = 1) -> 
 def content_digest(obj: object) -> str:
     """SHA-256 of nested dicts, lists, tensors, arrays and scalars (dtype, shape and bytes of tensors)."""
     h = hashlib.sha256()
+    # No tensor can exist before torch is imported; looking it up keeps this module (and the key and
+    # profile modules that use it) free of the torch import.
+    torch = sys.modules.get("torch")
 
     def feed(x: object) -> None:
-        if isinstance(x, torch.Tensor):
+        if torch is not None and isinstance(x, torch.Tensor):
             t = x.detach().cpu().contiguous()
             h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -126,6 +129,8 @@ def content_digest(obj: object) -> str:
 
 def save_checked(obj: object, path: str | os.PathLike) -> Path:
     """torch.save `obj` atomically, wrapped with the SHA-256 of its content."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "sha256": content_digest(obj), "content": obj}, buffer)
     return write_bytes(path, buffer.getvalue())
@@ -133,6 +138,8 @@ def save_checked(obj: object, path: str | os.PathLike) -> Path:
 
 def load_checked(path: str | os.PathLike, fix: str) -> object:
     """Load what `save_checked` wrote, verifying its checksum; `fix` says what to do if it is damaged."""
+    import torch
+
     path = Path(path)
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
@@ -185,7 +192,7 @@ class RunLock:
     def __enter__(self) -> RunLock:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fh = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the lock
+            fh = open(self.path, "a+")  # held open for the life of the lock
         except OSError as exc:
             raise PermissionError(f"run folder {self.folder} is not writable ({exc.strerror}): make it writable "
                                   f"or choose another run folder.") from exc

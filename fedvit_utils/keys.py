@@ -7,7 +7,10 @@ A key holds the two secrets of the scheme:
 * the invertible ``L x L`` matrix ``E_a`` of Eq. (2), ``L = p * p * c``, which mixes the pixels of
   every block (Eq. 12: ``b_hat = b E_a^-1``) and is folded into the patch embedding (Eq. 3).
 
-Key kinds differ only in how ``E_a`` is drawn:
+Key kinds differ only in how ``E_a`` is drawn. Each kind is one `KeyKind` object in a registry
+(`register_key_kind`, `key_kind`); every module asks that object what follows from the kind (does it
+only move pixels, is E_a orthogonal, can a draw be refused, how large is its key space) instead of
+comparing names. The registered kinds:
 
 ``"permutation"``  a permutation matrix: pixel (and channel) shuffling inside each block, as in the
                    paper's Fig. 2. Encrypted images stay valid images (same values, same range).
@@ -22,36 +25,36 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import stat
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .files import atomic_write
 
-KEY_KINDS = ("permutation", "orthogonal", "gaussian")
 FORMAT_VERSION = 1
 # float32 has ~7 significant digits; the round trip through E_a^-1 and E_a amplifies rounding
 # error by up to cond(E_a). 1e4 keeps that amplification below 1e-3 relative error in float32.
 DEFAULT_MAX_CONDITION = 1e4
 
 
-class KeyError_(ValueError):
-    """Base class for key problems (named with a trailing underscore to avoid the builtin)."""
+class SecretKeyError(ValueError):
+    """Base class for key problems."""
 
 
-class KeyMismatchError(KeyError_):
+class KeyMismatchError(SecretKeyError):
     """A key does not fit the images or the model it is used with."""
 
 
-class IllConditionedKeyError(KeyError_):
+class IllConditionedKeyError(SecretKeyError):
     """A drawn (or given) E_a is singular or too ill-conditioned to invert accurately."""
 
 
-class KeyFileError(KeyError_):
+class KeyFileError(SecretKeyError):
     """A key file is missing, truncated, tampered with, or of the wrong shape."""
 
 
@@ -82,7 +85,7 @@ class SecretKey:
                 f"image size {h}x{w} is not divisible by the block size {p}: "
                 f"choose a block size that divides both sides (the ViT's patch size)."
             )
-        if kind not in KEY_KINDS:
+        if kind not in KEY_KIND_REGISTRY:
             raise KeyFileError(f"unknown key kind {kind!r}; expected one of {KEY_KINDS}.")
         sets = object.__setattr__
         sets(self, "_kind", kind)
@@ -96,15 +99,7 @@ class SecretKey:
         matrix = np.array(matrix, dtype=np.float64)
         if matrix.shape != (length, length):
             raise KeyFileError(f"E_a has shape {matrix.shape}, expected ({length}, {length}).")
-        if kind == "permutation":
-            perm = None if pixel_permutation is None else np.array(pixel_permutation, dtype=np.int64)
-            if perm is None or perm.shape != (length,) or not np.array_equal(np.sort(perm), np.arange(length)):
-                raise KeyFileError("a permutation key needs a pixel permutation of length L.")
-            # E_a[j, perm[j]] = 1, so its inverse is its transpose (exact).
-            inverse = matrix.T.copy()
-        else:
-            perm = None
-            inverse = np.linalg.inv(matrix)
+        perm, inverse = KEY_KIND_REGISTRY[kind].parts(matrix, pixel_permutation)
         for array in (block_permutation, matrix, inverse, perm):
             if array is not None:
                 array.setflags(write=False)
@@ -119,8 +114,13 @@ class SecretKey:
 
     @property
     def kind(self) -> str:
-        """'permutation', 'orthogonal' or 'gaussian': how E_a was drawn."""
+        """The name of the key's kind ('permutation', 'orthogonal', 'gaussian', ...): how E_a was drawn."""
         return self._kind
+
+    @property
+    def key_kind(self) -> KeyKind:
+        """The registered `KeyKind` of this key: what follows from how E_a was drawn."""
+        return KEY_KIND_REGISTRY[self._kind]
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -149,7 +149,7 @@ class SecretKey:
 
     @property
     def pixel_permutation(self) -> np.ndarray | None:
-        """For permutation keys, E_a[j, pixel_permutation[j]] = 1; else None."""
+        """For kinds that move pixels only, E_a[j, pixel_permutation[j]] = 1; else None."""
         return self._pixel_permutation
 
     def derived(self, tag: tuple, make: Callable[[], object]) -> object:
@@ -303,15 +303,142 @@ def _parse_meta(raw: np.ndarray) -> dict:
     for name in ("patch_size", "channels"):
         if not positive_int(meta.get(name)):
             raise KeyFileError(f"{name} must be a positive integer, not {meta.get(name)!r}.")
-    if meta.get("kind") not in KEY_KINDS:
+    if meta.get("kind") not in KEY_KIND_REGISTRY:
         raise KeyFileError(f"unknown key kind {meta.get('kind')!r}; expected one of {KEY_KINDS}.")
     return meta
 
 
-def _haar_orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
-    # QR of a Gaussian matrix, with R's diagonal signs folded in, is Haar-distributed (Mezzadri 2007).
-    q, r = np.linalg.qr(rng.standard_normal((n, n)))
-    return q * np.sign(np.diag(r))
+# -- key kinds -------------------------------------------------------------------------------------
+class KeyKind:
+    """How one kind of key draws E_a (Eq. 2) and what follows from it; a new kind subclasses this.
+
+    The defaults describe a dense invertible E_a (GL(L)); a subclass sets `name`, overrides `draw`,
+    and changes the flags and methods that differ, then `register_key_kind(TheKind())`.
+    """
+
+    name: str = ""
+    moves_pixels_only = False  # E_a is a permutation: encryption is a gather, uint8 images stay exact
+    orthogonal = False  # E_a^T E_a = I: inner products of blocks survive encryption (known-plaintext matching)
+    draws_can_be_refused = False  # `draw` may raise IllConditionedKeyError, so every client's draw must be tried
+
+    def draw(self, rng: np.random.Generator, length: int, max_condition: float
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """E_a (L x L, float64) drawn from `rng`, and the pixel permutation a key of this kind stores (or None)."""
+        raise NotImplementedError(f"key kind {self.name!r} does not say how E_a is drawn.")
+
+    def parts(self, matrix: np.ndarray, pixel_permutation: np.ndarray | None
+              ) -> tuple[np.ndarray | None, np.ndarray]:
+        """(the pixel permutation to keep, E_a^-1) for a stored E_a; KeyFileError if the parts do not fit."""
+        return None, np.linalg.inv(matrix)
+
+    def space(self, length: int) -> tuple[float, int, str]:
+        """E_a's key space for blocks of length L: (log10 of the number of keys, real parameters, description)."""
+        # A continuum: counting float64 matrices would give a meaningless huge number.
+        return math.inf, length * length, "continuous: GL(L)"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class PermutationKind(KeyKind):
+    """E_a a permutation matrix: pixel (and channel) shuffling inside each block (the paper's Fig. 2)."""
+
+    name = "permutation"
+    moves_pixels_only = True
+    orthogonal = True
+
+    def draw(self, rng: np.random.Generator, length: int, max_condition: float
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """E_a[j, pixel_permutation[j]] = 1 for a uniformly drawn pixel permutation."""
+        pixel_perm = rng.permutation(length).astype(np.int64)
+        matrix = np.zeros((length, length))
+        matrix[np.arange(length), pixel_perm] = 1.0
+        return matrix, pixel_perm
+
+    def parts(self, matrix: np.ndarray, pixel_permutation: np.ndarray | None
+              ) -> tuple[np.ndarray | None, np.ndarray]:
+        """The stored pixel permutation (checked), and E_a^-1 = E_a^T (exact for a permutation)."""
+        length = len(matrix)
+        perm = None if pixel_permutation is None else np.array(pixel_permutation, dtype=np.int64)
+        if perm is None or perm.shape != (length,) or not np.array_equal(np.sort(perm), np.arange(length)):
+            raise KeyFileError("a permutation key needs a pixel permutation of length L.")
+        return perm, matrix.T.copy()
+
+    def space(self, length: int) -> tuple[float, int, str]:
+        """L! pixel permutations, no real parameters."""
+        return math.lgamma(length + 1) / math.log(10), 0, "L! pixel permutations"
+
+
+class OrthogonalKind(KeyKind):
+    """E_a Haar-random orthogonal: dense and perfectly conditioned (cond = 1)."""
+
+    name = "orthogonal"
+    orthogonal = True
+
+    def draw(self, rng: np.random.Generator, length: int, max_condition: float
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """QR of a Gaussian matrix, R's diagonal signs folded in: Haar-distributed (Mezzadri 2007)."""
+        q, r = np.linalg.qr(rng.standard_normal((length, length)))
+        return q * np.sign(np.diag(r)), None
+
+    def space(self, length: int) -> tuple[float, int, str]:
+        """The orthogonal group O(L): L(L-1)/2 real parameters."""
+        return math.inf, length * (length - 1) // 2, "continuous: orthogonal group O(L)"
+
+
+class GaussianKind(KeyKind):
+    """E_a with i.i.d. normal entries, the literal reading of Eq. (2); ill-conditioned draws are refused."""
+
+    name = "gaussian"
+    draws_can_be_refused = True
+
+    def draw(self, rng: np.random.Generator, length: int, max_condition: float
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Entries N(0, 1/L), so E_a keeps pixel magnitudes on average; refused above `max_condition`."""
+        matrix = rng.standard_normal((length, length)) / np.sqrt(length)
+        check_condition(matrix, max_condition)
+        return matrix, None
+
+
+KEY_KIND_REGISTRY: dict[str, KeyKind] = {}
+
+
+def register_key_kind(kind: KeyKind) -> KeyKind:
+    """Make `kind` available by its name to generate_key, key files, profiles and the study; returns it."""
+    if not isinstance(kind, KeyKind) or not kind.name:
+        raise TypeError(f"{kind!r} is not a named KeyKind: subclass keys.KeyKind and set `name`.")
+    if kind.name in KEY_KIND_REGISTRY:
+        raise ValueError(f"key kind {kind.name!r} is already registered; choose another name.")
+    KEY_KIND_REGISTRY[kind.name] = kind
+    return kind
+
+
+def key_kind(name: str) -> KeyKind:
+    """The registered kind called `name`; ValueError names the registered ones."""
+    if name not in KEY_KIND_REGISTRY:
+        raise ValueError(f"unknown key kind {name!r}; choose one of {KEY_KINDS} (or register it: keys.KeyKind).")
+    return KEY_KIND_REGISTRY[name]
+
+
+class _KindNames(Sequence[str]):
+    """The registered kinds' names, in registration order (read from the registry at each use)."""
+
+    def __getitem__(self, index: int) -> str:
+        return tuple(KEY_KIND_REGISTRY)[index]
+
+    def __len__(self) -> int:
+        return len(KEY_KIND_REGISTRY)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(KEY_KIND_REGISTRY))
+
+    def __repr__(self) -> str:
+        return repr(tuple(KEY_KIND_REGISTRY))
+
+
+KEY_KINDS: Sequence[str] = _KindNames()
+for _kind in (PermutationKind(), OrthogonalKind(), GaussianKind()):
+    register_key_kind(_kind)
 
 
 def generate_key(
@@ -323,8 +450,7 @@ def generate_key(
     max_condition: float = DEFAULT_MAX_CONDITION,
 ) -> SecretKey:
     """Draw a secret key; the same seed gives a byte-identical key, seed=None uses OS entropy."""
-    if kind not in KEY_KINDS:
-        raise ValueError(f"unknown key kind {kind!r}; choose one of {KEY_KINDS}.")
+    how = key_kind(kind)
     size = _pair(image_size)
     if patch_size <= 0 or size[0] % patch_size or size[1] % patch_size:
         raise KeyMismatchError(
@@ -334,18 +460,8 @@ def generate_key(
     rng = np.random.default_rng(seed)
     n = (size[0] // patch_size) * (size[1] // patch_size)
     length = patch_size * patch_size * channels
-    block_perm = rng.permutation(n).astype(np.int64)
-    pixel_perm = None
-    if kind == "permutation":
-        pixel_perm = rng.permutation(length).astype(np.int64)
-        matrix = np.zeros((length, length))
-        matrix[np.arange(length), pixel_perm] = 1.0
-    elif kind == "orthogonal":
-        matrix = _haar_orthogonal(rng, length)
-    else:
-        # Scaled so E_a keeps pixel magnitudes on average (entries N(0, 1/L)).
-        matrix = rng.standard_normal((length, length)) / np.sqrt(length)
-        check_condition(matrix, max_condition)
+    block_perm = rng.permutation(n).astype(np.int64)  # drawn first: a key's bytes depend on this order
+    matrix, pixel_perm = how.draw(rng, length, max_condition)
     return SecretKey(kind, size, patch_size, channels, block_perm, matrix, pixel_perm)
 
 

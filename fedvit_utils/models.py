@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import timm
 import timm.data
 import torch
 from torch import nn
 
-from .profiles import Profile
+if TYPE_CHECKING:  # annotations only: profiles must load without torch, models needs it
+    from .profiles import Profile
 
 HUB_HOST = "huggingface.co"
 

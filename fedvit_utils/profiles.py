@@ -28,7 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from .data import DATASETS
+from .datasets import DATASETS
+from .federated.strategies import STRATEGIES  # names only: no torch (the strategies run in federated.server)
 from .keys import KEY_KINDS
 
 SMALL_VIT = dict(img_size=32, patch_size=8, embed_dim=192, depth=6, num_heads=3)
@@ -90,7 +91,7 @@ class Profile:
     rounds: int = 10
     local_epochs: int = 1
     clients_per_round: int | None = None  # None: every client, every round
-    aggregation: str = "fedavg"  # "fedavg" | "fedsgd"
+    aggregation: str = "fedavg"  # a registered strategy: "fedavg" | "fedsgd" (federated.strategies)
     batch_size: int = 8
     lr: float = 1e-3
     momentum: float = 0.9
@@ -158,7 +159,7 @@ def _validate(p: Profile) -> None:
     check(p.partition_scheme in SCHEMES, "partition_scheme", f"choose from {list(SCHEMES)}")
     check(p.partition_scheme != "dirichlet" or (number(p.dirichlet_alpha) and p.dirichlet_alpha > 0),
           "dirichlet_alpha", "the dirichlet scheme needs alpha > 0 (e.g. 0.5; smaller is more skewed)")
-    check(p.aggregation in ("fedavg", "fedsgd"), "aggregation", "choose 'fedavg' or 'fedsgd'")
+    check(p.aggregation in STRATEGIES, "aggregation", f"choose from {list(STRATEGIES)}")
     check(p.clients_per_round is None or (integer(p.clients_per_round) and p.clients_per_round <= p.num_clients),
           "clients_per_round", f"use None (every client) or a whole number in 1..num_clients={p.num_clients}")
     check(number(p.lr) and p.lr > 0, "lr", "use a finite learning rate > 0 (the paper: 1e-3)")

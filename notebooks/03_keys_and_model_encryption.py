@@ -33,7 +33,7 @@ progress = True  # type: bool  progress bars (widgets in JupyterLab); the study 
 # %%
 from IPython.display import display
 
-from fedvit_utils.evaluation import encryption_check
+from fedvit_utils.evaluation import verify_encryption
 from fedvit_utils.study.parameters import open_run
 
 run = open_run("03_keys_and_model_encryption", globals())  # checks every parameter, loads the profile, opens the run
@@ -43,8 +43,8 @@ for name in run.profile.datasets:
     data = run.load_data(name)
     model = run.trained_model(name, "federated")
     keys = run.create_keys(name, model)
-    check = encryption_check(model, data.test.images, data.test.labels, data.splits.test, keys,
-                             run.predictor(model))
+    check = verify_encryption(model, data.test.images, data.test.labels, data.splits.test, keys,
+                              run.predictor(model))
     run.write_encryption_check(name, check)
     print(keys[0])  # shape and fingerprint only: a SecretKey never prints its matrix or permutation
     display(check)

@@ -85,13 +85,13 @@ display(*visual_tables, *space, Markdown(visual.KEY_SPACE_NOTE))
 # table takes a permutation key apart: which of its parts leaves the plain model something to recognise.
 
 # %%
-test = run.load_data(name)
-idx = test.all_client_test_indices()[: settings.wrong_key_images]
-wrong_label = f"{name} clients' test images ({run.data_label(test)})"
-wrong = wrong_keys.wrong_key_accuracy(model, test.test.images[idx], test.test.labels[idx], run.predictor(model),
+clients = run.load_data(name)
+idx = clients.all_client_test_indices()[: settings.wrong_key_images]
+wrong_label = f"{name} clients' test images ({run.data_label(clients)})"
+wrong = wrong_keys.wrong_key_accuracy(model, clients.test.images[idx], clients.test.labels[idx], run.predictor(model),
                                       wrong_label, n_keys=settings.n_keys, seed=settings.seed)
 wrong_summary = wrong_keys.summarize_wrong_keys(wrong)
-leakage = wrong_keys.permutation_key_leakage(model, test.test.images[idx], test.test.labels[idx],
+leakage = wrong_keys.permutation_key_leakage(model, clients.test.images[idx], clients.test.labels[idx],
                                              run.predictor(model), wrong_label, n_keys=settings.n_keys,
                                              seed=settings.seed)
 leakage_summary = wrong_keys.summarize_wrong_keys(leakage)

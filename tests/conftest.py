@@ -8,6 +8,16 @@ import pytest
 
 from fedvit_utils import paths
 
+# Whole files of the slow tier (`make test-fast` runs `-m "not slow"`): notebooks, Flower, the paper miniature.
+SLOW_FILES = {"test_notebooks.py", "test_flower.py", "test_paper_miniature.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test of SLOW_FILES `slow`; single slow tests carry @pytest.mark.slow themselves."""
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def cifar_root() -> Path:

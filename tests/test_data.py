@@ -17,12 +17,17 @@ from fedvit_utils.data import (
     DataError,
     DataNotFound,
     Preprocess,
-    example_image,
     load_dataset,
     sample_images,
     to_unit_float,
 )
 from fedvit_utils.models import data_config
+
+
+def example_image(data_root, split: str = "test", index: int = 0):
+    """One CIFAR-10 image as RGB uint8 (H, W, 3), the `index`-th of the first class."""
+    data = load_dataset("cifar10", split, data_root, max_per_class=index + 1)
+    return data.images[index].permute(1, 2, 0).numpy()
 
 
 def test_imagefolder_copy_loads_in_cifar_label_order(cifar_root):

@@ -36,7 +36,7 @@ def _max_delta(model, enc_model, x, x_enc):
 
 
 @pytest.mark.parametrize("kind", KEY_KINDS)
-@pytest.mark.parametrize("config", list(vit_zoo.CONFIGS))
+@pytest.mark.parametrize("config", vit_zoo.config_params())
 def test_encrypted_model_on_encrypted_images_equals_plain(config, kind):
     model = vit_zoo.make(config)
     x = _inputs(model)

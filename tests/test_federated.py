@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedvit_utils.federated.aggregation import NoClientUpdates, apply_gradient, fedavg, is_finite_state
+from fedvit_utils.federated.aggregation import NoClientUpdates, fedavg, is_finite_state
+from fedvit_utils.federated.strategies import apply_gradient
 
 
 def _state(w, b, steps=0):

@@ -70,6 +70,7 @@ def test_no_bit_flip_in_a_checkpoint_loads_silently(tmp_path, cifar_root):
     assert caught >= 50
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_stops_the_resume_and_says_what_to_do(tmp_path, cifar_root):
     run = _study(tmp_path, cifar_root)
     out = _train(run, stop_after=1)
@@ -81,6 +82,7 @@ def test_a_damaged_checkpoint_stops_the_resume_and_says_what_to_do(tmp_path, cif
     assert (out / checkpoints.MODEL).exists()
 
 
+@pytest.mark.slow
 def test_an_edited_partition_is_caught_and_restart_recovers(tmp_path, cifar_root):
     run = _study(tmp_path, cifar_root)
     run.write_partition("cifar10")
@@ -134,6 +136,7 @@ def test_key_files_are_never_replaced(tmp_path, cifar_root):
     assert {f: f.read_bytes() for f in files} == before
 
 
+@pytest.mark.slow
 # -- 3. records are atomic and rebuilt ------------------------------------------------------------
 def test_lost_or_torn_records_are_rebuilt_from_the_checkpoint(tmp_path, cifar_root):
     run = _study(tmp_path, cifar_root)
@@ -150,6 +153,7 @@ def test_lost_or_torn_records_are_rebuilt_from_the_checkpoint(tmp_path, cifar_ro
     assert not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 # -- 4. one run per folder -------------------------------------------------------------------------
 def test_a_second_run_into_a_busy_folder_is_refused_with_the_pid(tmp_path, cifar_root):
     run = _study(tmp_path, cifar_root)
@@ -268,6 +272,7 @@ def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path):
     assert path.read_bytes() == b"previous" and not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 # -- 11. resume is not refused for settings that cannot change the weights -----------------------
 def test_resume_accepts_another_device_or_eval_batch_size(tmp_path, cifar_root):
     _train(_study(tmp_path, cifar_root), stop_after=1)

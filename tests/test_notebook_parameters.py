@@ -100,6 +100,7 @@ def test_a_yaml_profile_without_run_dir_gets_its_own_folder(tmp_path, monkeypatc
         StudyRun.open(str(profile))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("given", "message"), [
     ({"key_kind": "permutation"}, "ParameterError: unknown parameter key_kind='permutation' for notebook 00_"),
     ({"profile": "smok"}, "ProfileError: unknown profile 'smok': use one of"),

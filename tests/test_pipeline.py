@@ -43,7 +43,7 @@ def _predict(model, images, pipeline):
         return model(torch.stack([pipeline(im) for im in images]))
 
 
-@pytest.mark.parametrize("config", ["vit_ti16_224", "small32_p4"])
+@pytest.mark.parametrize("config", vit_zoo.config_params(["vit_ti16_224", "small32_p4"]))
 @pytest.mark.parametrize("kind", KEY_KINDS)
 def test_real_images_through_real_preprocessing(cifar_root, config, kind):
     images = _cifar_images(cifar_root)

@@ -18,6 +18,7 @@ def _notebook(path, *sources):
     nbformat.write(nb, path)
 
 
+@pytest.mark.slow
 def test_failing_notebook_is_named_with_its_cell(tmp_path, monkeypatch):
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
@@ -31,6 +32,7 @@ def test_failing_notebook_is_named_with_its_cell(tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "notebooks" / "03_never.ipynb").exists()
 
 
+@pytest.mark.slow
 def test_a_figure_shown_as_text_fails_the_run(tmp_path, monkeypatch):
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
@@ -57,6 +59,7 @@ def test_unknown_profile_is_refused_before_any_notebook_runs(tmp_path, monkeypat
     assert not (nbdir / "ran").exists() and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_every_notebook_gets_the_common_parameters_and_runs_without_noise(tmp_path, monkeypatch, capfd):
     """No "Passed unknown parameter", no kernel warning about TCP, no KeyboardInterrupt at shutdown."""
     nbdir = tmp_path / "notebooks"

@@ -1,4 +1,4 @@
-"""Table 1: the per-client Eq. (14) check (evaluation.encryption_check) and the aggregated row."""
+"""Table 1: the per-client Eq. (14) check (evaluation.verify_encryption) and the aggregated row."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import vit_zoo
 
-from fedvit_utils.evaluation import encryption_check
+from fedvit_utils.evaluation import verify_encryption
 from fedvit_utils.keys import client_keys
 from fedvit_utils.study import reports, table1
 
@@ -29,7 +29,7 @@ def test_encrypted_path_gives_identical_predictions_per_client(tmp_path):
     labels[::3] = (labels[::3] + 1) % 10  # ... except a third of them
     splits = [np.arange(0, 10), np.arange(10, 20), np.arange(20, 30)]
     keys = client_keys(3, 32, 8, kind="orthogonal", seed=1)
-    clients = encryption_check(model, images, labels, splits, keys, _predict)
+    clients = verify_encryption(model, images, labels, splits, keys, _predict)
     assert (clients["identical_predictions"] == 1.0).all()
     assert (clients["acc_encrypted"] == clients["acc_plain"]).all()
     assert clients["max_abs_logit_diff"].max() <= 1e-4
@@ -54,7 +54,7 @@ def test_wrong_key_is_caught_by_the_table():
             transform = type(transform)(swapped[0])
         return _predict(m, x, transform)
 
-    clients = encryption_check(
+    clients = verify_encryption(
         model, images, labels, [np.arange(10), np.arange(10, 20)], keys, mixed_up
     )
     assert clients.loc[0, "identical_predictions"] == 1.0
@@ -63,7 +63,7 @@ def test_wrong_key_is_caught_by_the_table():
 
 def test_key_count_must_match_clients():
     with pytest.raises(ValueError, match="one key per client"):
-        encryption_check(None, None, None, [np.arange(2)] * 3, [], _predict)
+        verify_encryption(None, None, None, [np.arange(2)] * 3, [], _predict)
 
 
 def _record(seed, acc, base, identical=1.0):

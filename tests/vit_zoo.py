@@ -9,6 +9,7 @@ only ~1e-3. `realistic` gives embeddings, weights and head the magnitudes of a t
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 
@@ -30,6 +31,13 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     ),
     "distilled": ("deit_tiny_distilled_patch16_224", dict(img_size=32, patch_size=8, **SMALL)),
 }
+
+SLOW_CONFIGS = {"vit_ti16_224"}  # 224x224 inputs: tens of seconds per test on a CPU
+
+
+def config_params(configs=None) -> list:
+    """CONFIGS names for parametrize, those in SLOW_CONFIGS marked slow (left out by make test-fast)."""
+    return [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CONFIGS else c for c in (configs or CONFIGS)]
 
 
 @torch.no_grad()

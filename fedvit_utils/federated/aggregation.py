@@ -1,10 +1,11 @@
-"""Model integration for federated learning: FedAvg and FedSGD (McMahan et al. 2017, the paper's [5]).
+"""The server's arithmetic: the example-weighted mean of client updates (McMahan et al. 2017, the paper's [5]).
 
 FedAvg: the server's new weights are the clients' weights averaged with weights n_k / n, n_k being
 client k's number of training examples. FedSGD: the same average over the clients' gradients, followed
-by one server SGD step. The average folds clients in one at a time (an iterator is enough), in
-float64, so 10 ViT-B/16 updates need no more memory than 2: the float64 accumulator (2 float32
-copies) plus the float32 result, each key released as soon as it is converted.
+by one server SGD step (`strategies` says which a run uses and applies the mean). The average folds
+clients in one at a time (an iterator is enough), in float64, so 10 ViT-B/16 updates need no more
+memory than 2: the float64 accumulator (2 float32 copies) plus the float32 result, each key released
+as soon as it is converted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-State = Mapping[str, torch.Tensor]
+StateMapping = Mapping[str, torch.Tensor]  # any state dict, read only
 
 
 class NoClientUpdates(ValueError):
@@ -34,7 +35,7 @@ class FedAvg:
         self._total = 0.0
         self.count = 0
 
-    def add(self, state: State, weight: float) -> None:
+    def add(self, state: StateMapping, weight: float) -> None:
         """Fold in one client's state with its weight (its number of training examples)."""
         i = self.count
         weight = float(weight)
@@ -67,7 +68,8 @@ class FedAvg:
         return out
 
 
-def fedavg(states: Iterable[State] | Iterable[tuple[State, float]], weights: Iterable[float] | None = None) -> dict:
+def fedavg(states: Iterable[StateMapping] | Iterable[tuple[StateMapping, float]],
+           weights: Iterable[float] | None = None) -> dict:
     """Example-weighted mean of state dicts; `states` may be an iterator of (state, weight) pairs."""
     pairs = iter(states) if weights is None else zip(states, weights, strict=True)
     mean = FedAvg()
@@ -80,18 +82,6 @@ def fedavg(states: Iterable[State] | Iterable[tuple[State, float]], weights: Ite
     return mean.result()
 
 
-def is_finite_state(state: State) -> bool:
+def is_finite_state(state: StateMapping) -> bool:
     """True if every floating tensor in a state dict is free of NaN and Inf."""
     return all(torch.isfinite(v).all().item() for v in state.values() if v.is_floating_point())
-
-
-def apply_gradient(model: torch.nn.Module, grads: State, optimizer: torch.optim.Optimizer) -> None:
-    """Server step of FedSGD: set the averaged gradient on the global model and step its optimizer."""
-    params = dict(model.named_parameters())
-    missing = set(params) - set(grads)
-    if missing:
-        raise ValueError(f"averaged gradient lacks {sorted(missing)[:5]}: clients trained another model.")
-    for name, p in params.items():
-        p.grad = grads[name].to(p.device, p.dtype)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)

@@ -27,14 +27,14 @@ from ..models import build_model
 from ..profiles import Profile
 from ..seeds import derive_seed
 
-State = dict[str, torch.Tensor]
+StateDict = dict[str, torch.Tensor]  # a model's state_dict (or a gradient per parameter)
 
 
 @dataclass
 class ClientUpdate:
     """What a client reports: its new weights (or gradient), its number of examples, its training metrics."""
 
-    state: State
+    state: StateDict
     num_examples: int
     metrics: dict = field(default_factory=dict)
 
@@ -86,7 +86,7 @@ class LocalTraining:
     weight_decay: float
     local_epochs: int
     training_seed: int
-    gradient_batch_size: int  # FedSGD: batch size of the full-data gradient (memory only, not the result)
+    eval_batch_size: int  # passes that update nothing: evaluation and FedSGD's full-data gradient (memory only)
     preprocess: nn.Module
     device: torch.device
     progress: bool = False
@@ -111,7 +111,7 @@ class LocalTraining:
         steps = tqdm(steps, desc=desc, total=total, leave=False, disable=not self.progress)
         return train_epoch(model, optimizer, steps, self.device)
 
-    def fit(self, model: nn.Module, global_state: State, data: ImageData, round_index: int, client: int
+    def fit(self, model: nn.Module, global_state: StateDict, data: ImageData, round_index: int, client: int
             ) -> ClientUpdate:
         """FedAvg ClientUpdate: local epochs from the global weights with a fresh optimizer."""
         model.load_state_dict(global_state)
@@ -123,13 +123,13 @@ class LocalTraining:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return ClientUpdate(state, len(data), metrics)
 
-    def gradient(self, model: nn.Module, global_state: State, data: ImageData) -> ClientUpdate:
+    def gradient(self, model: nn.Module, global_state: StateDict, data: ImageData) -> ClientUpdate:
         """FedSGD: the mean gradient of the loss over all local data at the global weights."""
         model.load_state_dict(global_state)
         model.train()
         model.zero_grad(set_to_none=True)
         n, loss_sum = len(data), 0.0
-        for x, y in batches(data, self.gradient_batch_size, None, self.preprocess, self.device):
+        for x, y in batches(data, self.eval_batch_size, None, self.preprocess, self.device):
             with autocast(self.device):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, reduction="sum")

@@ -24,7 +24,10 @@ def _edge_dissimilarity(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from_a = (2 * a_last - a_prev).reshape(n, -1)  # a's guess of the column/row just past its edge
         from_b = (2 * b_first - b_next).reshape(n, -1)
         first, last = b_first.reshape(n, -1), a_last.reshape(n, -1)
-        sq = lambda u, v: (u * u).sum(1)[:, None] + (v * v).sum(1)[None, :] - 2 * u @ v.T  # noqa: E731
+
+        def sq(u: np.ndarray, v: np.ndarray) -> np.ndarray:  # squared distances of every row of u to every row of v
+            return (u * u).sum(1)[:, None] + (v * v).sum(1)[None, :] - 2 * u @ v.T
+
         return np.maximum(sq(from_a, first) + sq(last, from_b), 0)
 
     lr = cost(tiles[:, :, :, -1], tiles[:, :, :, -2], tiles[:, :, :, 0], tiles[:, :, :, 1])
@@ -141,7 +144,7 @@ def _neighbour_accuracy(est: np.ndarray, truth: np.ndarray, grid: tuple[int, int
     return good / total if total else float("nan")
 
 
-def jigsaw_report(images: torch.Tensor, patch_size: int, data: str, seed: int = 0) -> pd.DataFrame:
+def jigsaw_report(images: torch.Tensor, patch_size: int, data_label: str, seed: int = 0) -> pd.DataFrame:
     """Jigsaw solver on images scrambled by E_b only (E_a = identity); one row per image."""
     x = as_float_images(images).float()
     rng = np.random.default_rng(seed)
@@ -152,7 +155,7 @@ def jigsaw_report(images: torch.Tensor, patch_size: int, data: str, seed: int = 
         blocks = blocks_of(img[None], patch_size)
         scrambled = images_of(blocks[:, perm], tuple(img.shape[-2:]), patch_size)[0]
         est = solve_jigsaw(scrambled, patch_size)
-        rows.append(dict(data=data, image_size=size_label(x), patch_size=patch_size,
+        rows.append(dict(data=data_label, image_size=size_label(x), patch_size=patch_size,
                          kind="E_b only (E_a = identity)", image=i, N=gh * gw,
                          direct_accuracy=block_accuracy(est, perm),
                          neighbour_accuracy=_neighbour_accuracy(est, perm, (gh, gw)), chance=1.0 / (gh * gw)))

@@ -25,7 +25,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ..encryption import encrypt_images
-from ..keys import KEY_KINDS
+from ..keys import KEY_KINDS, key_kind
 from ..model_encryption import encrypt_model
 from ..models import embeddings, input_size, patch_size
 from .measures import (
@@ -67,7 +67,7 @@ def extract_key_from_model(plain_model: nn.Module, encrypted_model: nn.Module, k
                          f"{tuple(proj_hat.weight.shape)}: pass the plain model the encrypted one came from.")
     w, w_hat = patch_weight(plain_model), patch_weight(encrypted_model)
     length = w.shape[1]
-    if kind == "permutation":
+    if key_kind(kind).moves_pixels_only:
         # Column l of W E_a^T is column pix[l] of W: a matching, exact even when D < L.
         pix = assign(pair_cost(w_hat.T[None], w.T[None]))
         mat = np.zeros((length, length))
@@ -129,7 +129,7 @@ def key_extraction_report(
     models: Mapping[str, nn.Module],
     images: torch.Tensor,
     preprocess: nn.Module,
-    data: str,
+    data_label: str,
     kinds: Sequence[str] = KEY_KINDS,
     n_keys: int = 5,
     seed: int = 0,
@@ -158,12 +158,12 @@ def key_extraction_report(
             for key in draw_keys(kind, n_keys, size, p, seed, "key extraction"):
                 rec = extract_key_from_model(model, encrypt_model(model, key), kind)
                 enc = encrypt_images(norm.apply(x).float(), key)  # float32 ciphertexts
-                row = dict(data=data, image_size=size_label(x), patch_size=p, model=name, D=w.shape[0],
+                row = dict(data=data_label, image_size=size_label(x), patch_size=p, model=name, D=w.shape[0],
                            L=key.block_length, rank_W=rank, W_columns_distinct=_distinct_rows(w.T), kind=kind,
                            key_fingerprint=key.fingerprint, **evaluate_recovery(rec, key, x, enc, norm),
                            psnr_with_block_prior_mean=np.nan, psnr_with_block_prior_min=np.nan,
                            prior_images=0)
-                if stats is not None and kind != "permutation" and rank < w.shape[1]:
+                if stats is not None and not key.key_kind.moves_pixels_only and rank < w.shape[1]:
                     psnr, _ = _with_prior(rec, w, enc, x, norm, stats)
                     row.update(psnr_with_block_prior_mean=float(psnr.mean()),
                                psnr_with_block_prior_min=float(psnr.min()), prior_images=len(prior))

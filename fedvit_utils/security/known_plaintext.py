@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..keys import KEY_KINDS
+from ..keys import key_kind
 from .measures import RecoveredKey, as_float_images, assign, blocks_of, pair_cost
 
 Match = Literal["auto", "multiset", "gram", "projector"]
@@ -134,9 +134,10 @@ def fit_block_transform(plain_rows: np.ndarray, enc_rows: np.ndarray, method: Fi
 
 def default_methods(kind: str, known_blocks: int, block_length: int) -> tuple[str, str]:
     """The attack's (matching, fit) for a key kind: the strongest measured for it."""
-    if kind == "permutation":
+    how = key_kind(kind)
+    if how.moves_pixels_only:
         return "multiset", "pixels"
-    if kind == "orthogonal":
+    if how.orthogonal:
         # Below L known blocks, least squares leaves unseen directions at zero, which beats the
         # arbitrary rotation Procrustes puts there; from L on, Procrustes uses the orthogonality.
         return "gram", "procrustes" if known_blocks >= block_length else "lstsq"
@@ -146,8 +147,7 @@ def default_methods(kind: str, known_blocks: int, block_length: int) -> tuple[st
 def known_plaintext_attack(plain: torch.Tensor, encrypted: torch.Tensor, patch_size: int, kind: str,
                            match: Match = "auto", fit: Fit = "auto") -> RecoveredKey:
     """Recover E_a, E_a^-1 and the block permutation from k known (plain, encrypted) image pairs."""
-    if kind not in KEY_KINDS:
-        raise ValueError(f"unknown key kind {kind!r}; choose one of {KEY_KINDS} (the kind is public).")
+    key_kind(kind)  # an unknown kind raises here, before any work (the kind is public)
     x, y = as_float_images(plain, "plain"), as_float_images(encrypted, "encrypted")
     if x.shape != y.shape:
         raise ValueError(f"plain {tuple(x.shape)} and encrypted {tuple(y.shape)} images differ in shape; "

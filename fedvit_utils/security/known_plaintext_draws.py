@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from ..encryption import encrypt_images
-from ..keys import KEY_KINDS
+from ..keys import KEY_KINDS, key_kind
 from ..seeds import derive_seed
 from .known_plaintext import attack_blocks
 from .measures import (
@@ -31,12 +31,15 @@ from .measures import (
     summarize_draws,
 )
 
-# (matching, fit) per key kind: the attack's defaults, plus Procrustes and least squares for orthogonal keys.
-METHODS: dict[str, list[tuple[str, str]]] = {
-    "permutation": [("multiset", "pixels")],
-    "orthogonal": [("gram", "lstsq"), ("gram", "procrustes")],
-    "gaussian": [("projector", "lstsq")],
-}
+
+def methods(kind: str) -> list[tuple[str, str]]:
+    """(matching, fit) pairs measured for a key kind: the attack's defaults, both fits for orthogonal E_a."""
+    how = key_kind(kind)
+    if how.moves_pixels_only:
+        return [("multiset", "pixels")]
+    if how.orthogonal:
+        return [("gram", "lstsq"), ("gram", "procrustes")]
+    return [("projector", "lstsq")]
 
 
 def _known_block_stats(blocks: np.ndarray) -> dict:
@@ -50,7 +53,7 @@ def _known_block_stats(blocks: np.ndarray) -> dict:
 def known_plaintext_trials(
     images: torch.Tensor,
     patch_size: int,
-    data: str,
+    data_label: str,
     ks: Sequence[int],
     draws: int,
     n_unseen: int,
@@ -84,11 +87,11 @@ def known_plaintext_trials(
             n, length = key.num_blocks, key.block_length
             for k in ks:
                 a, b = a_all[:k], b_all[:k]
-                for match, fit in METHODS[kind]:
+                for match, fit in methods(kind):
                     t0 = time.perf_counter()
                     rec = attack_blocks(a, b, patch_size, kind, match, fit)
                     seconds = time.perf_counter() - t0
-                    rows.append(dict(data=data, image_size=size_label(x), patch_size=patch_size, kind=kind,
+                    rows.append(dict(data=data_label, image_size=size_label(x), patch_size=patch_size, kind=kind,
                                      k=k, draw=d, known_blocks=k * n, L=length, N=n,
                                      **stats.get(k, dict(known_rank_1e3=0, known_cond=float("inf"))),
                                      key_fingerprint=key.fingerprint, attack_seconds=seconds,

@@ -77,7 +77,7 @@ def position_embedding_conditions(
     images: torch.Tensor,
     preprocess: nn.Module,
     predict: Predict,
-    data: str,
+    data_label: str,
     kinds: Sequence[str] = KEY_KINDS,
     n_keys: int = 5,
     seed: int = 0,
@@ -103,7 +103,7 @@ def position_embedding_conditions(
                 diff = predict(enc_model, check, transform=EncryptImages(key)) - plain_logits
                 rec = extract_key_from_model(m, enc_model, kind)
                 enc = encrypt_images(norm.apply(x).float(), key)
-                rows.append(dict(data=data, image_size=size_label(x), patch_size=p, variant=variant,
+                rows.append(dict(data=data_label, image_size=size_label(x), patch_size=p, variant=variant,
                                  patch_rows_distinct=distinct, kind=kind, key_fingerprint=key.fingerprint,
                                  eq14_max_abs_logit_diff=float(diff.abs().max()), eq14_images=len(check),
                                  **evaluate_recovery(rec, key, x, enc, norm)))
@@ -114,7 +114,7 @@ def jigsaw_after_extraction(
     model: nn.Module,
     images: torch.Tensor,
     preprocess: nn.Module,
-    data: str,
+    data_label: str,
     ciphertexts: Sequence[int],
     n_unseen: int,
     kinds: Sequence[str] = KEY_KINDS,
@@ -145,7 +145,7 @@ def jigsaw_after_extraction(
                 scrambled = norm.undo(images_of(blocks_of(cipher, p) @ weights.matrix, size, p))
                 perm = solve_jigsaw_shared(scrambled, p)
                 rec = RecoveredKey(perm, weights.matrix, weights.inverse_matrix, p, "weights + shared jigsaw")
-                rows.append(dict(data=data, image_size=size_label(x), patch_size=p, kind=kind,
+                rows.append(dict(data=data_label, image_size=size_label(x), patch_size=p, kind=kind,
                                  key_fingerprint=key.fingerprint, ciphertexts=n,
                                  **evaluate_recovery(rec, key, unseen, enc_unseen, norm)))
     return pd.DataFrame(rows)

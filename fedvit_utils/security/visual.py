@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from ..encryption import encrypt_images
-from ..keys import KEY_KINDS
+from ..keys import KEY_KINDS, key_kind
 from .measures import as_float_images, draw_key, image_quality, part_key, size_label, stretch
 
 KEY_SPACE_NOTE = (
@@ -30,7 +30,7 @@ KEY_SPACE_NOTE = (
 def visual_security(
     images: torch.Tensor,
     patch_size: int,
-    data: str,
+    data_label: str,
     kinds: Sequence[str] = KEY_KINDS,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -43,7 +43,7 @@ def visual_security(
         # Dense keys push values far outside [0, 1], which alone drives raw PSNR down; scored again
         # after stretching each encrypted image to [0, 1], as it would be shown or saved as a picture.
         psnr_s, ssim_s = image_quality(x, stretch(other))
-        rows.append(dict(data=data, image_size=size_label(x), patch_size=patch_size, kind=kind, part=part,
+        rows.append(dict(data=data_label, image_size=size_label(x), patch_size=patch_size, kind=kind, part=part,
                          n_images=len(x), psnr_mean=psnr.mean(), psnr_std=psnr.std(),
                          ssim_mean=ssim.mean(), ssim_std=ssim.std(),
                          psnr_stretched_mean=psnr_s.mean(), ssim_stretched_mean=ssim_s.mean()))
@@ -72,22 +72,17 @@ def key_space(image_size: int | tuple[int, int], patch_size: int, channels: int 
     length = patch_size * patch_size * channels
     rows = []
     for kind in KEY_KINDS:
+        how = key_kind(kind)
         log_b = _log10_factorial(n)
-        if kind == "permutation":
-            log_a, dof, space = _log10_factorial(length), 0, "L! pixel permutations"
-            known_pairs = 1  # value multisets match blocks; one image pins the pixels if its values tell them apart
-        else:
-            # A continuum: counting float64 matrices would give a meaningless huge number.
-            log_a = math.inf
-            dof = length * (length - 1) // 2 if kind == "orthogonal" else length * length
-            space = "continuous: orthogonal group O(L)" if kind == "orthogonal" else "continuous: GL(L)"
-            known_pairs = n_known_pairs_needed(n, length)
+        log_a, dof, space = how.space(length)
+        # Pixel-moving keys: value multisets match blocks; one image pins the pixels if its values tell them apart.
+        known_pairs = 1 if how.moves_pixels_only else n_known_pairs_needed(n, length)
         rows.append(dict(
             image_size=f"{h}x{w}", patch_size=patch_size, kind=kind, N=n, L=length,
             log10_block_permutations=log_b, E_a_space=space, log10_E_a_keys=log_a, E_a_real_parameters=dof,
             log10_total=log_b + log_a,
             known_pairs_kN_over_L=known_pairs,
-            E_a_from_weights_needs=("pairwise distinct columns of W" if kind == "permutation"
+            E_a_from_weights_needs=("pairwise distinct columns of W" if how.moves_pixels_only
                                     else "rank W = L (D >= L); with D < L only its action on W's rows"),
             E_b_from_weights_needs="pairwise distinct patch rows of the position embedding",
         ))

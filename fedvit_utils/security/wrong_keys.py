@@ -33,7 +33,7 @@ def wrong_key_accuracy(
     images: torch.Tensor,
     labels: torch.Tensor,
     predict: Predict,
-    data: str,
+    data_label: str,
     kinds: Sequence[str] = KEY_KINDS,
     n_keys: int = 5,
     seed: int = 0,
@@ -50,7 +50,7 @@ def wrong_key_accuracy(
     size, p = input_size(model), patch_size(model)
     # What a constant guess scores on these images: the share of the most frequent class.
     chance = float(torch.bincount(labels.long()).max()) / len(labels)
-    base = dict(data=data, image_size=f"{size[0]}x{size[1]}", patch_size=p, n_images=len(images), chance=chance)
+    base = dict(data=data_label, image_size=f"{size[0]}x{size[1]}", patch_size=p, n_images=len(images), chance=chance)
 
     def acc(m: nn.Module, key: SecretKey | None) -> float:
         return accuracy(predict(m, images, transform=EncryptImages(key) if key is not None else None), labels)
@@ -105,7 +105,7 @@ def permutation_key_leakage(
     images: torch.Tensor,
     labels: torch.Tensor,
     predict: Predict,
-    data: str,
+    data_label: str,
     n_keys: int = 5,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -117,8 +117,8 @@ def permutation_key_leakage(
     """
     size, p = input_size(model), patch_size(model)
     chance = float(torch.bincount(labels.long()).max()) / len(labels)
-    base = dict(data=data, image_size=f"{size[0]}x{size[1]}", patch_size=p, kind="permutation", n_images=len(images),
-                chance=chance)
+    base = dict(data=data_label, image_size=f"{size[0]}x{size[1]}", patch_size=p, kind="permutation",
+                n_images=len(images), chance=chance)
     rows = [dict(base, case="each block replaced by its mean value, in place", model_key="-", image_key="-",
                  accuracy=accuracy(predict(model, images, transform=_block_means(p)), labels))]
     for key in draw_keys("permutation", n_keys, size, p, seed, "wrong keys"):

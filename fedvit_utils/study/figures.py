@@ -76,7 +76,7 @@ def encrypt_for_display(image: torch.Tensor, kind: str, block_size: int, seed: i
     if image.dim() != 3 or image.dtype != torch.uint8:
         raise ValueError(f"expected one uint8 image (C, H, W), got {image.dtype} {tuple(image.shape)}.")
     key = generate_key(tuple(image.shape[-2:]), block_size, image.shape[0], kind, seed)
-    if kind == "permutation":  # pixels only move: the result is a valid uint8 image
+    if key.key_kind.moves_pixels_only:  # the result is a valid uint8 image
         return encrypt_images(image[None], key)[0].permute(1, 2, 0).numpy() / 255.0, False
     enc = encrypt_images(image[None].double() / 255.0, key)
     return stretch(enc)[0].permute(1, 2, 0).numpy(), True
@@ -108,12 +108,13 @@ def encryption_roundtrip(image: torch.Tensor, kind: str, block_size: int, seed: 
     encrypted = encrypt_images(plain, key)
     decrypted = decrypt_images(encrypted, key)
     error = (decrypted - plain).abs().max().item()
-    shown = encrypted if kind == "permutation" else stretch(encrypted)
+    rescaled = not key.key_kind.moves_pixels_only
+    shown = stretch(encrypted) if rescaled else encrypted
     fig = Figure(figsize=(7.2, 2.9), layout="constrained")
     axes = fig.subplots(1, 3)
     titles = [f"plain {image.shape[1]}x{image.shape[2]}",
               f"encrypted: {kind} key\n{key.num_blocks} blocks of {block_size}x{block_size}, L={key.block_length}"
-              + ("" if kind == "permutation" else " (scaled)"),
+              + (" (scaled)" if rescaled else ""),
               f"decrypted with the same key\nmax |error| = {error:.1e}"]
     for ax, img, title in zip(axes, (plain, shown, decrypted), titles, strict=True):
         ax.imshow(img[0].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")

@@ -32,7 +32,7 @@ from ..federated import checkpoints
 from ..federated.centralized import run_centralized
 from ..federated.server import run_federated
 from ..files import RunLock, remove_orphans, write_json
-from ..keys import KeyError_, SecretKey, client_keys
+from ..keys import SecretKey, SecretKeyError, client_keys, key_kind
 from ..models import build_model, input_size, patch_size, profile_geometry, require_pretrained_weights
 from ..partition import FederatedDataset, client_splits, load_splits, save_splits, split_settings
 from ..profiles import Profile, ProfileError, default_profile, load_profile
@@ -120,10 +120,10 @@ class StudyRun:
                                     f"exist; give the weights file saved from {profile.model!r}.")
         if profile.pretrained and profile.checkpoint_path is None:
             require_pretrained_weights(profile.model)
-        try:  # only gaussian draws can be refused (conditioning); for the others one key checks the geometry
-            clients = profile.num_clients if profile.key_kind == "gaussian" else 1
+        try:  # only some kinds' draws can be refused (conditioning); for the others one key checks the geometry
+            clients = profile.num_clients if key_kind(profile.key_kind).draws_can_be_refused else 1
             client_keys(clients, image_size, block, 3, profile.key_kind, profile.key_seed)
-        except KeyError_ as exc:
+        except SecretKeyError as exc:
             raise ProfileError(f"profile {profile.name!r}: the clients' {profile.key_kind} keys for {image_size} "
                                f"images with block size {block} cannot be drawn: {exc}") from exc
         with RunLock(self.folder, "preflight"):  # the run folder exists and is writable

@@ -2,7 +2,7 @@
 
 "Integrated model" is each client's encrypted copy of the FedAvg model (Eq. 3, 8) applied to that
 client's test images encrypted with the same key (Eq. 12) — the per-client rows of
-`evaluation.encryption_check`; "Baseline" is a centrally trained model on plain images. We add the
+`evaluation.verify_encryption`; "Baseline" is a centrally trained model on plain images. We add the
 integrated model on plain images and the share of test images whose prediction is identical between
 the plain and the encrypted path (Eq. 14 says 100%).
 """

@@ -27,7 +27,7 @@ import yaml
 from fedvit_utils import paths
 from fedvit_utils.data import NUM_CLASSES, ImageData, check_same_classes, load_dataset
 from fedvit_utils.devices import resolve_device
-from fedvit_utils.evaluation import encryption_check, exact_predictor
+from fedvit_utils.evaluation import exact_predictor, verify_encryption
 from fedvit_utils.federated.client import LocalTraining, model_and_trainer
 from fedvit_utils.federated.server import metrics_on
 from fedvit_utils.keys import SecretKey, generate_key, key_of_client
@@ -267,8 +267,8 @@ def encryption_step(state: Node, global_state: dict, key_seed: int | None, keys_
     state.model.load_state_dict(global_state)
     key, kept = client_key(state, key_seed, keys_dir)
     predictor = exact_predictor(state.trainer.preprocess, state.profile.eval_batch_size, state.trainer.device)
-    row = encryption_check(state.model, state.test.images, state.test.labels,
-                           [torch.arange(len(state.test))], [key], predictor).iloc[0]
+    row = verify_encryption(state.model, state.test.images, state.test.labels,
+                            [torch.arange(len(state.test))], [key], predictor).iloc[0]
     plain = metrics_on(state.trainer, state.model, state.test.images, state.test.labels, state.profile.eval_batch_size)
     n = int(row["n_test"])
     return {"client": state.client, "n": n, "plain-accuracy": float(row["acc_plain"]), "plain-loss": plain["loss"],
