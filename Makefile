@@ -23,7 +23,7 @@ endif
 export MPLBACKEND = Agg
 export PYTHONHASHSEED = 0
 
-.PHONY: venv flower-venv study table1-spread test lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
+.PHONY: venv flower-venv study table1-spread test lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test book book-venv
 
 venv: $(VENV)/.installed
 
@@ -45,6 +45,17 @@ $(VENV)/.flower-installed: $(VENV)/.installed requirements-flower.txt flower/pyp
 
 study: venv
 	$(BIN)/python -m fedvit_utils study $(if $(RUN),--run-dir $(RUN))
+
+# The book (docs/book.md): a static HTML site of a run's executed notebooks, docs/*.md and a landing page, built
+# with Sphinx + MyST-NB (requirements-book.txt) into <run>/book/ in seconds; nothing is executed or fetched.
+book-venv: $(VENV)/.book-installed ## add the book's tools (Sphinx, MyST-NB, Furo) to .venv
+
+$(VENV)/.book-installed: $(VENV)/.installed requirements-book.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-book.txt
+	touch $@
+
+book: book-venv ## build the book of the executed study: runs/<profile>/book/index.html (RUN= another run folder)
+	$(BIN)/python -m fedvit_utils book $(if $(RUN),--run-dir $(RUN))
 
 # JupyterLab on notebooks/ with this project's kernel (the venv's kernelspec comes first on JUPYTER_PATH),
 # its data and profile settings, matplotlib's inline backend, and no calls home (news, update checks).
