@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from string import Template
 
@@ -140,18 +141,21 @@ def build_book(profile: str | None = None, run_dir: str | os.PathLike | None = N
         raise NoExecutedNotebooks(f"no run folder {run} for profile {profile!r}: run `make study PROFILE={profile}` "
                                   f"first, or name a run folder (`make book RUN=...`).")
     executed_notebooks(run)  # before Sphinx is imported: a missing study fails at once, with the command
+    profile = run_record(run).get("profile", profile)  # the run's own, when a run folder is named
     out = (run / "book" if out is None else Path(out)).resolve()
     from sphinx.application import Sphinx
 
     with tempfile.TemporaryDirectory(prefix="fedvit-book-") as tmp:
         source = Path(tmp) / "source"
-        stage(run, source, run_record(run).get("profile", profile))
+        stage(run, source, profile)
         _clear(out)
-        app = Sphinx(str(source), str(BOOK_DIR), str(out), str(Path(tmp) / "doctrees"), "html",
-                     confoverrides={"project": f"fedvit · {profile} run", "html_title": f"fedvit · {profile} run",
-                                    "html_context": {"run_profile": profile, "run_name": run.name}},
-                     status=None if quiet else sys.stdout, warning=sys.stderr, freshenv=True)
-        app.build()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Check CHANGES for Sphinx API")  # MyST-Parser's, not ours
+            app = Sphinx(str(source), str(BOOK_DIR), str(out), str(Path(tmp) / "doctrees"), "html",
+                         confoverrides={"project": f"fedvit · {profile} run", "html_title": f"fedvit · {profile} run",
+                                        "html_context": {"run_profile": profile, "run_name": run.name}},
+                         status=None if quiet else sys.stdout, warning=sys.stderr, freshenv=True)
+            app.build()
         if app.statuscode:
             raise RuntimeError(f"Sphinx failed to build the book of {run} (status {app.statuscode}); see above.")
     return out / "index.html"
