@@ -34,7 +34,9 @@ class NoExecutedNotebooks(FileNotFoundError):
 
 
 def executed_notebooks(run: str | os.PathLike) -> list[Path]:
-    """The run's executed study notebooks (<run>/notebooks/NN_*.ipynb) in order; raises if there are none."""
+    """The run's study notebooks (<run>/notebooks/NN_*.ipynb) in order; raises if none of them was executed.
+
+    A notebook that failed stays in: its page shows the traceback the study stored."""
     folder = Path(run) / "notebooks"
     found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     executed = [nb for nb in found if _was_executed(nb)]
