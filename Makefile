@@ -68,7 +68,7 @@ lab: venv
 # Opens notebooks in JupyterLab in a real (headless) Chromium, runs all cells, checks what renders.
 # Installs what it needs: playwright (requirements-browser.txt) and Debian's chromium (Playwright's own
 # browser download is not used).
-browser-test: venv
+browser-test: venv book-venv
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-browser.txt
 	test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  { echo "browser-test needs Chromium at $(CHROMIUM): apt-get install chromium (as root)"; exit 1; }

@@ -49,7 +49,10 @@ def _study(args: argparse.Namespace) -> None:
 def _book(args: argparse.Namespace) -> None:
     from .study.book import build_book
 
-    print(f"[book] {build_book(args.profile, args.run_dir, args.out)}")
+    try:
+        print(f"[book] {build_book(args.profile, args.run_dir, args.out)}")
+    except ModuleNotFoundError as exc:  # the book's tools are an extra (requirements-book.txt)
+        sys.exit(f"[book] {exc}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import re
+import sys
 
 import nbformat
 import pytest
@@ -66,6 +67,15 @@ def test_a_run_without_executed_notebooks_is_refused_naming_make_study(tmp_path,
     with pytest.raises(SystemExit, match=r"\[book\] NoExecutedNotebooks: .*`make study`"):
         cli.main(["book", "--profile", "smoke", "--run-dir", str(empty)])
     assert not (empty / "book").exists() and not (unexecuted / "book").exists()
+
+
+def test_without_the_books_tools_the_command_names_their_install(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    _executed_notebook(run / "notebooks" / "01_data_partitioning.ipynb")
+    monkeypatch.setitem(sys.modules, "sphinx.application", None)  # as if requirements-book.txt were not installed
+    with pytest.raises(SystemExit, match=r"\[book\] the book needs Sphinx and MyST-NB .*`make book-venv`"):
+        cli.main(["book", "--profile", "smoke", "--run-dir", str(run)])
+    assert not (run / "book").exists()
 
 
 def test_the_default_run_folder_is_the_profiles(tmp_path, monkeypatch):

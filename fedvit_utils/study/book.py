@@ -145,7 +145,11 @@ def build_book(profile: str | None = None, run_dir: str | os.PathLike | None = N
     executed_notebooks(run)  # before Sphinx is imported: a missing study fails at once, with the command
     profile = run_record(run).get("profile", profile)  # the run's own, when a run folder is named
     out = (run / "book" if out is None else Path(out)).resolve()
-    from sphinx.application import Sphinx
+    try:
+        from sphinx.application import Sphinx
+    except ImportError as exc:
+        raise ModuleNotFoundError(f"the book needs Sphinx and MyST-NB ({exc}): run `make book-venv`, or "
+                                  f"`pip install -r requirements-book.txt` in this environment.") from exc
 
     with tempfile.TemporaryDirectory(prefix="fedvit-book-") as tmp:
         source = Path(tmp) / "source"
