@@ -40,7 +40,7 @@ def _executed_notebook(path, executed: bool = True) -> None:
             nbformat.v4.new_code_cell("explorer()", execution_count=3 if executed else None)]
     if executed:
         code[0].outputs = [nbformat.v4.new_output("display_data", data={"image/png": _png(64, 48),
-                                                                         "text/plain": "<Figure>"})]
+                                                                         "text/plain": "<partition.png: 64x48 PNG>"})]
         code[1].outputs = [nbformat.v4.new_output("execute_result", execution_count=2, data={
             "text/html": "<table class='dataframe'><tr><th>client</th><th>accuracy</th></tr>"
                          "<tr><td>0</td><td>0.9731</td></tr></table>", "text/plain": "client accuracy"})]
@@ -115,6 +115,7 @@ def test_the_book_shows_the_executed_outputs_and_fetches_nothing(tmp_path, monke
     sizes = sorted(Image.open(out / "notebooks" / src).size for src in images)
     assert sizes == [(64, 48), (80, 40)]
     assert "<table" in page and "0.9731" in page
+    assert 'alt="partition.png: 64x48 PNG"' in page and 'alt="Encryption explorer"' in page
     assert "<math" in page and "widget-state" not in page and "widget-view" not in page
     landing = (out / "index.html").read_text()
     assert "CPU test" in landing and 'href="notebooks/01_data_partitioning.html"' in landing

@@ -106,6 +106,7 @@ def stage(run: Path, source: Path, profile: str) -> None:
     for nb in notebooks:
         doc = json.loads(nb.read_text())
         doc.get("metadata", {}).pop(WIDGET_STATE, None)  # the still frames stay in the outputs
+        _describe_figures(doc)
         (source / "notebooks" / nb.name).write_text(json.dumps(doc))
     docs = doc_pages()
     (source / "docs").mkdir()
@@ -119,6 +120,16 @@ def stage(run: Path, source: Path, profile: str) -> None:
     page = landing_page(run, profile, [f"notebooks/{nb.stem}" for nb in notebooks], [p.stem for p in docs],
                         [Path(name).stem for name in top])
     (source / "index.md").write_text(page)
+
+
+def _describe_figures(notebook: dict) -> None:
+    """Give each cell's figure its text (the output's text/plain: file name and size, or the explorer's
+    settings) as alt text; MyST-NB would use the image's hashed file name."""
+    for cell in notebook.get("cells", []):
+        texts = ["".join(o["data"].get("text/plain", "")).strip("<>") for o in cell.get("outputs", [])
+                 if "image/png" in o.get("data", {})]
+        if len(texts) == 1 and texts[0]:  # the option is per cell; a cell with several figures keeps the default
+            cell.setdefault("metadata", {}).setdefault("mystnb", {}).setdefault("image", {})["alt"] = texts[0]
 
 
 def _clear(out: Path) -> None:
