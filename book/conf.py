@@ -26,6 +26,8 @@ html_show_sourcelink = False
 html_last_updated_fmt = None
 html_show_copyright = False
 templates_path = ["templates"]
+html_static_path = ["static"]
+html_css_files = ["book.css"]
 html_sidebars = {"**": ["sidebar/brand.html", "sidebar/search.html", "run-record.html",
                         "sidebar/scroll-start.html", "sidebar/navigation.html", "sidebar/scroll-end.html"]}
 html_math_renderer = "mathml"
