@@ -8,12 +8,16 @@ Notebooks are never executed here: they were executed by the study.
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 from docutils import nodes
 from latex2mathml.converter import convert
 from sphinx import addnodes
 from sphinx.transforms.post_transforms import SphinxPostTransform
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
 
 REPOSITORY = Path(__file__).resolve().parent.parent  # the staged sources mirror its layout
 
@@ -42,20 +46,25 @@ myst_enable_extensions = ["dollarmath"]
 myst_dmath_allow_space = False  # as on GitHub: "$FEDVIT_DATA and $FEDVIT_PROFILE" or "$5 and $6" stay text
 myst_dmath_allow_digits = False
 myst_heading_anchors = 4  # links such as docs/results.md#table-1 resolve
-suppress_warnings = ["mystnb.unknown_mime_type"]
 
 
-def _mathml(latex: str, display: str) -> str:
-    return convert(latex, display=display)
+def _mathml(translator, node: nodes.Element, display: str) -> str:
+    """The node's LaTeX as MathML; LaTeX that latex2mathml cannot read is shown as its source, with a warning."""
+    latex = node.astext()
+    try:
+        return convert(latex, display=display)
+    except Exception as exc:  # latex2mathml has many error types: the page still builds, the warning names it
+        logger.warning(f"equation not converted to MathML ({type(exc).__name__} {exc}): {latex}", location=node)
+        return f"<code>{escape(latex)}</code>"
 
 
 def _visit_inline(self, node: nodes.Element) -> None:
-    self.body.append(_mathml(node.astext(), "inline"))
+    self.body.append(_mathml(self, node, "inline"))
     raise nodes.SkipNode
 
 
 def _visit_block(self, node: nodes.Element) -> None:
-    self.body.append(f'<div class="math">{_mathml(node.astext(), "block")}</div>')
+    self.body.append(f'<div class="math">{_mathml(self, node, "block")}</div>')
     raise nodes.SkipNode
 
 
