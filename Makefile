@@ -23,7 +23,7 @@ endif
 export MPLBACKEND = Agg
 export PYTHONHASHSEED = 0
 
-.PHONY: venv flower-venv study table1-spread test test-fast lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
+.PHONY: venv flower-venv study table1-spread test test-fast lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test book book-venv
 
 venv: $(VENV)/.installed
 
@@ -46,6 +46,17 @@ $(VENV)/.flower-installed: $(VENV)/.installed requirements-flower.txt flower/pyp
 study: venv
 	$(BIN)/python -m fedvit_utils study $(if $(RUN),--run-dir $(RUN))
 
+# The book (docs/book.md): a static HTML site of a run's executed notebooks, docs/*.md and a landing page, built
+# with Sphinx + MyST-NB (requirements-book.txt) into <run>/book/ in seconds; nothing is executed or fetched.
+book-venv: $(VENV)/.book-installed ## add the book's tools (Sphinx, MyST-NB, Furo) to .venv
+
+$(VENV)/.book-installed: $(VENV)/.installed requirements-book.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-book.txt
+	touch $@
+
+book: book-venv ## build the book of the executed study: runs/<profile>/book/index.html (RUN= another run folder)
+	$(BIN)/python -m fedvit_utils book $(if $(RUN),--run-dir $(RUN))
+
 # JupyterLab on notebooks/ with this project's kernel (the venv's kernelspec comes first on JUPYTER_PATH),
 # its data and profile settings, matplotlib's inline backend, and no calls home (news, update checks).
 lab: venv
@@ -57,7 +68,7 @@ lab: venv
 # Opens notebooks in JupyterLab in a real (headless) Chromium, runs all cells, checks what renders.
 # Installs what it needs: playwright (requirements-browser.txt) and Debian's chromium (Playwright's own
 # browser download is not used).
-browser-test: venv
+browser-test: venv book-venv
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-browser.txt
 	test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  { echo "browser-test needs Chromium at $(CHROMIUM): apt-get install chromium (as root)"; exit 1; }
@@ -75,7 +86,7 @@ table1-spread: study
 	$(BIN)/python -m fedvit_utils study --profile $(SPREAD_PROFILE) --run-dir $(SPREAD_RUN) --only 07 \
 	  --spread-runs $(SPREAD_RUN) $(foreach s,$(SEEDS),$(SPREAD_RUN)-seed$(s))
 
-test: venv flower-venv
+test: venv flower-venv book-venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider
 

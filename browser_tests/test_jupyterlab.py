@@ -14,19 +14,16 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from chromium import chromium_context
 from lab_server import processes_mentioning, start_lab, stop_lab
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from fedvit_utils import paths
 from fedvit_utils.study.run import StudyRun
 
-CHROMIUM = os.environ.get("FEDVIT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = Path(os.environ["FEDVIT_RUNS"]) / "browser"
 RUN_ALL_TIMEOUT_MS = 420_000  # two shared cores: notebook 04 loads CIFAR-10 and draws every key kind
 
@@ -56,23 +53,8 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: run `make browser-test` (it installs Debian's chromium) or set "
-                    f"FEDVIT_CHROMIUM to a Chromium binary.")
-    profile = Path(tempfile.mkdtemp(prefix="fedvit-chromium-"))
-    pw = sync_playwright().start()
-    try:
-        context = pw.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, headless=True,
-                                                        args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
-        try:
-            yield context
-        finally:
-            context.close()
-    finally:
-        pw.stop()
-        stray = processes_mentioning(str(profile))
-        shutil.rmtree(profile, ignore_errors=True)
-        assert not stray, f"Chromium processes left behind: {stray}"
+    with chromium_context() as context:
+        yield context
 
 
 @pytest.fixture

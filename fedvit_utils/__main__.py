@@ -1,4 +1,4 @@
-"""Command line: `python -m fedvit_utils train --profile cpu` and `python -m fedvit_utils study`."""
+"""Command line: `python -m fedvit_utils train --profile cpu`, `python -m fedvit_utils study`, `... book`."""
 
 from __future__ import annotations
 
@@ -46,6 +46,15 @@ def _study(args: argparse.Namespace) -> None:
     print(f"[study] done: {out}")
 
 
+def _book(args: argparse.Namespace) -> None:
+    from .study.book import build_book
+
+    try:
+        print(f"[book] {build_book(args.profile, args.run_dir, args.out)}")
+    except ModuleNotFoundError as exc:  # the book's tools are an extra (requirements-book.txt)
+        sys.exit(f"[book] {exc}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen command."""
     ap = argparse.ArgumentParser(prog="python -m fedvit_utils", description=__doc__)
@@ -73,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument(f"--{name}-seed", type=int, default=None, help=f"override the profile's {name}_seed")
     s.add_argument("--spread-runs", nargs="*", help="run folders for Table 1's spread (notebook 07)")
     s.set_defaults(func=_study)
+    b = sub.add_parser("book", help="a static HTML book of a run's executed notebooks and the docs (no execution)")
+    b.add_argument("--profile", default=None, help=profile_help)
+    b.add_argument("--run-dir", default=None, help="run folder with executed notebooks (default runs/<profile>)")
+    b.add_argument("--out", default=None, help="where the HTML goes (default <run folder>/book)")
+    b.set_defaults(func=_book)
     args = ap.parse_args(argv)
     from .federated.checkpoints import NothingTrained
     from .files import DamagedFile, FolderInUse
