@@ -23,9 +23,14 @@ endif
 export MPLBACKEND = Agg
 export PYTHONHASHSEED = 0
 
-.PHONY: venv flower-venv study table1-spread test lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
+.DEFAULT_GOAL := help
+help: ## list the entry points (this text)
+	@echo "make <target> [PROFILE=smoke|quick|cpu|paper] [DATA=/path/to/cifar10-jpeg] [RUN=run folder]"
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## /  \1\t/' | expand -t 18
 
-venv: $(VENV)/.installed
+.PHONY: help venv flower-venv study table1-spread test lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
+
+venv: $(VENV)/.installed ## create .venv with the study's packages (from the lock file) and fedvit_utils
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,19 +41,19 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 # Flower (requirements-flower.txt) on top of the study's environment: only the test command and the Flower
 # commands need it, so `make study` stays light. The Flower app (flower/) is installed editable beside fedvit_utils.
-flower-venv: $(VENV)/.flower-installed
+flower-venv: $(VENV)/.flower-installed ## add Flower and the Flower app (flower/) to .venv
 
 $(VENV)/.flower-installed: $(VENV)/.installed requirements-flower.txt flower/pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-flower.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e flower
 	touch $@
 
-study: venv
+study: venv ## run notebooks 00-07 into runs/<profile> (PROFILE=smoke|quick|cpu|paper, DATA=, RUN=)
 	$(BIN)/python -m fedvit_utils study $(if $(RUN),--run-dir $(RUN))
 
 # JupyterLab on notebooks/ with this project's kernel (the venv's kernelspec comes first on JUPYTER_PATH),
 # its data and profile settings, matplotlib's inline backend, and no calls home (news, update checks).
-lab: venv
+lab: venv ## JupyterLab on notebooks/ with this project's kernel
 	env -u MPLBACKEND JUPYTER_PATH=$(abspath $(VENV))/share/jupyter $(BIN)/jupyter lab --notebook-dir=notebooks \
 	  $(if $(filter 0,$(shell id -u)),--allow-root) --KernelManager.transport_encryption=auto \
 	  --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
@@ -57,7 +62,7 @@ lab: venv
 # Opens notebooks in JupyterLab in a real (headless) Chromium, runs all cells, checks what renders.
 # Installs what it needs: playwright (requirements-browser.txt) and Debian's chromium (Playwright's own
 # browser download is not used).
-browser-test: venv
+browser-test: venv ## open the notebooks in JupyterLab in headless Chromium and check what renders
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-browser.txt
 	test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  { echo "browser-test needs Chromium at $(CHROMIUM): apt-get install chromium (as root)"; exit 1; }
@@ -68,40 +73,40 @@ browser-test: venv
 SEEDS ?= 1 2
 SPREAD_PROFILE = $(or $(PROFILE),$(FEDVIT_PROFILE),quick)
 SPREAD_RUN = $(or $(RUN),runs/$(SPREAD_PROFILE))
-table1-spread: study
+table1-spread: study ## Table 1 over further seeds (SEEDS="1 2"), notebook 07
 	for s in $(SEEDS); do \
 	  $(BIN)/python -m fedvit_utils study --profile $(SPREAD_PROFILE) --run-dir $(SPREAD_RUN)-seed$$s \
 	    --training-seed $$s --key-seed $$s --only 01 02 03 05 --no-publish || exit 1; done
 	$(BIN)/python -m fedvit_utils study --profile $(SPREAD_PROFILE) --run-dir $(SPREAD_RUN) --only 07 \
 	  --spread-runs $(SPREAD_RUN) $(foreach s,$(SEEDS),$(SPREAD_RUN)-seed$(s))
 
-test: venv flower-venv
+test: venv flower-venv ## ruff and the whole test suite (CI runs this, then browser-test)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider
 
-lint: venv
+lint: venv ## ruff check .
 	$(BIN)/ruff check .
 
-bench: venv
+bench: venv ## encryption and federated-training benchmarks
 	$(BIN)/python benchmarks/bench_encryption.py
 	$(BIN)/python benchmarks/bench_federated.py
 
-bench-flower: flower-venv
+bench-flower: flower-venv ## Flower simulation and deployment benchmark
 	$(BIN)/python benchmarks/bench_flower.py
 
 # The Flower app (README, "Flower: beyond one process"): one simulated client per partition of the profile, or
 # a SuperLink and N SuperNodes as separate processes on this machine. CLIENTS unset: the profile's num_clients.
 CLIENTS ?=
 FLOWER_PROFILE = $(or $(PROFILE),$(FEDVIT_PROFILE),quick)
-flower-sim: flower-venv
+flower-sim: flower-venv ## the Flower app, one simulated client per partition (CLIENTS=)
 	$(BIN)/python -m fedvit_flower simulate --profile $(FLOWER_PROFILE) $(if $(CLIENTS),--clients $(CLIENTS))
 
-flower-deploy: flower-venv
+flower-deploy: flower-venv ## the Flower app as a SuperLink and SuperNode processes on this machine
 	$(BIN)/python -m fedvit_flower deploy --profile $(FLOWER_PROFILE) $(if $(CLIENTS),--clients $(CLIENTS))
 
 # A slice of the paper profile on a CUDA GPU (says so and exits 0 where there is none); writes figures/gpu-check/.
-gpu-check: venv
+gpu-check: venv ## a slice of the paper profile on a CUDA GPU (exits 0 without one)
 	$(BIN)/python benchmarks/gpu_check.py
 
-clean:
+clean: ## remove runs/ and pytest's cache
 	rm -rf runs .pytest_cache
