@@ -94,7 +94,7 @@ def test_papermill_help_lists_the_parameters_with_types():
                           str(paths.NOTEBOOKS_DIR / "04_encrypted_images.ipynb")],
                          capture_output=True, text=True, check=True).stdout
     for line in ("profile: str|None (default None)", "partition_seed: int|None (default None)",
-                 "progress: bool (default True)", "photo_block: int (default 16)"):
+                 "progress: bool|None (default None)", "photo_block: int (default 16)"):
         assert line in out, out
 
 

@@ -1,0 +1,110 @@
+"""What a user of a shared machine sees after a run: readable results, private keys, no lock files left,
+published figures that a parameter change cannot overwrite, and no progress bars stored in notebooks."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fedvit_utils import paths
+from fedvit_utils.files import RunLock, write_json
+from fedvit_utils.keys import generate_key
+from fedvit_utils.profiles import load_profile
+from fedvit_utils.study import parameters, runner
+from fedvit_utils.study.run import StudyRun, frontend_attached
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_results_are_readable_by_others_and_keys_by_the_owner_only(tmp_path):
+    assert _mode(write_json(tmp_path / "r.json", {"a": 1})) == 0o644
+    key = generate_key(32, 8, 3, "gaussian", seed=0)
+    assert _mode(key.save(tmp_path / "k.key")) == 0o600
+
+
+def test_a_released_lock_leaves_no_file_and_a_second_holder_still_waits(tmp_path):
+    with RunLock(tmp_path, "study") as lock:
+        assert lock.path.exists()
+    assert not list(tmp_path.iterdir())
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from fedvit_utils.files import RunLock\n"
+        f"with RunLock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        from fedvit_utils.files import FolderInUse
+
+        with pytest.raises(FolderInUse, match=f"PID {holder.pid}"):
+            RunLock(tmp_path).__enter__()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_run_leaves_no_lock_files_readable_results_and_says_where_they_are(tmp_path, cifar_root, capsys,
+                                                                             monkeypatch):
+    monkeypatch.setattr(paths, "FIGURES_DIR", tmp_path / "published")
+    run = StudyRun.open(load_profile("smoke"), tmp_path / "run", cifar_root)
+    data = run.write_partition("cifar10")  # preflight, partition lock
+    run.train(data)  # training locks
+    out = runner.run_study("smoke", run.folder, cifar_root, only=["00"])  # the study lock
+    assert not [p for p in out.rglob("*.lock")], "lock files left behind"
+    results = [p for p in out.rglob("*") if p.is_file() and "keys" not in p.parts]
+    assert results and all(_mode(p) == 0o644 for p in results), [(p, oct(_mode(p))) for p in results]
+    said = capsys.readouterr().out
+    assert f"executed notebooks: {out / 'notebooks'}" in said and f"figures and tables: {out / 'figures'}" in said
+    assert "not published" in said and "smoke profile is for tests" in said
+    assert not (tmp_path / "published").exists()
+    study = json.loads((out / "study.json").read_text())
+    assert study["provenance"]["profile"]["name"] == "smoke" and (out / "provenance.json").exists()
+
+
+def test_a_figure_parameter_change_never_overwrites_the_runs_figures(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDVIT_PROFILE", "smoke")
+    ns = {p.name: p.default for p in parameters.declared("04_encrypted_images")}
+    ns.update(run_dir=str(tmp_path / "run"), In=['# Parameters\nphoto_name = "coffee"\n'], photo_name="coffee")
+    run = parameters.open_run("04_encrypted_images", ns)
+    assert run.variant == "--photo_name-coffee"
+    from matplotlib.figure import Figure
+
+    default = StudyRun.open("smoke", tmp_path / "run")
+    default.save_figure(Figure(), "figure2")
+    before = (default.figures / "figure2.png").read_bytes()
+    fig = Figure()
+    fig.text(0.5, 0.5, "coffee")
+    run.save_figure(fig, "figure2")
+    assert (run.figures / "figure2.png").read_bytes() == before
+    assert (run.figures / "figure2--photo_name-coffee.png").exists()
+    ns.update(photo_name="astronaut", photo_block=8, In=["# Parameters\nphoto_block = 8\n"])
+    assert parameters.open_run("04_encrypted_images", ns).variant == "--photo_block-8"
+    ns.update(photo_block=16)  # back at every default: the run's own names
+    assert parameters.open_run("04_encrypted_images", ns).variant == ""
+
+
+def test_progress_bars_only_where_a_front_end_is_attached(tmp_path, cifar_root, monkeypatch, capsys):
+    for name in ("JPY_SESSION_NAME", "VSCODE_PID"):
+        monkeypatch.delenv(name, raising=False)
+    assert not frontend_attached()
+    run = StudyRun.open(load_profile("smoke"), tmp_path / "run", cifar_root)
+    run.train(run.write_partition("cifar10"))
+    assert "rounds" not in capsys.readouterr().err  # no bar: papermill and nbval store nothing of it
+    monkeypatch.setenv("JPY_SESSION_NAME", "/notebooks/02_federated_training.ipynb")  # what Jupyter Server sets
+    assert frontend_attached()
+    run = StudyRun.open(load_profile("smoke"), tmp_path / "run2", cifar_root)
+    run.train(run.write_partition("cifar10"))
+    assert "rounds" in capsys.readouterr().err
