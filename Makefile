@@ -28,31 +28,53 @@ help: ## list the entry points (this text)
 	@echo "make <target> [PROFILE=smoke|quick|cpu|paper] [DATA=/path/to/cifar10-jpeg] [RUN=run folder]"
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## /  \1\t/' | expand -t 18
 
-.PHONY: help venv flower-venv study table1-spread test lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
+.PHONY: help venv lock flower-venv study table1-spread test lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
 
 venv: $(VENV)/.installed ## create .venv with the study's packages (from the lock file) and fedvit_utils
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# Installs the exact, hash-checked set of requirements.lock (made from requirements.txt by `make lock`), so a
+# fresh machine gets the environment that was tested. The kernel and JupyterLab settings in jupyter/ go into
+# the venv: no "TCP without encryption" notice from kernels papermill starts, no news pop-up in JupyterLab.
+$(VENV)/.installed: requirements.lock pyproject.toml jupyter/ipython_kernel_config.py jupyter/overrides.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	install -D -m 0644 jupyter/ipython_kernel_config.py $(VENV)/etc/ipython/ipython_kernel_config.py
+	install -D -m 0644 jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $@
+
+# The lock files: one per requirements file (requirements-X.txt -> requirements-X.lock, on top of
+# requirements.txt), every version and every file hash pinned, all sets taken from one resolution so they can
+# be installed into one venv together. For Python 3.11 and newer on any platform (uv's universal resolution).
+# Rerun after changing any requirements*.txt; it needs the package index (PyPI).
+UV_VERSION = 0.13.9
+REQUIREMENTS = requirements.txt $(filter-out requirements.txt,$(wildcard requirements*.txt))
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --custom-compile-command "make lock"
+lock: venv ## refresh requirements*.lock (exact versions with hashes) from requirements*.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV_COMPILE) --no-annotate $(REQUIREMENTS) -o .lock-all.tmp
+	grep -E '^[A-Za-z0-9._-]+==' .lock-all.tmp > lock-resolution.tmp
+	for r in $(REQUIREMENTS); do \
+	  $(UV_COMPILE) --generate-hashes -c lock-resolution.tmp requirements.txt $$([ $$r = requirements.txt ] || echo $$r) \
+	    -o $${r%.txt}.lock || exit 1; done
+	rm -f .lock-all.tmp lock-resolution.tmp
 
 # Flower (requirements-flower.txt) on top of the study's environment: only the test command and the Flower
 # commands need it, so `make study` stays light. The Flower app (flower/) is installed editable beside fedvit_utils.
 flower-venv: $(VENV)/.flower-installed ## add Flower and the Flower app (flower/) to .venv
 
-$(VENV)/.flower-installed: $(VENV)/.installed requirements-flower.txt flower/pyproject.toml
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-flower.txt
+$(VENV)/.flower-installed: $(VENV)/.installed requirements-flower.lock flower/pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-flower.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e flower
 	touch $@
 
 study: venv ## run notebooks 00-07 into runs/<profile> (PROFILE=smoke|quick|cpu|paper, DATA=, RUN=)
 	$(BIN)/python -m fedvit_utils study $(if $(RUN),--run-dir $(RUN))
 
-# JupyterLab on notebooks/ with this project's kernel (the venv's kernelspec comes first on JUPYTER_PATH),
-# its data and profile settings, matplotlib's inline backend, and no calls home (news, update checks).
+# JupyterLab on notebooks/ (the .ipynb only; their paired scripts are in notebook_scripts/) with this project's
+# kernel (the venv's kernelspec comes first on JUPYTER_PATH), its data and profile settings, matplotlib's inline
+# backend, and no calls home: no news pop-up or update check (jupyter/overrides.json, installed by make venv).
 lab: venv ## JupyterLab on notebooks/ with this project's kernel
 	env -u MPLBACKEND JUPYTER_PATH=$(abspath $(VENV))/share/jupyter $(BIN)/jupyter lab --notebook-dir=notebooks \
 	  $(if $(filter 0,$(shell id -u)),--allow-root) --KernelManager.transport_encryption=auto \
@@ -63,7 +85,7 @@ lab: venv ## JupyterLab on notebooks/ with this project's kernel
 # Installs what it needs: playwright (requirements-browser.txt) and Debian's chromium (Playwright's own
 # browser download is not used).
 browser-test: venv ## open the notebooks in JupyterLab in headless Chromium and check what renders
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-browser.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-browser.lock
 	test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  { echo "browser-test needs Chromium at $(CHROMIUM): apt-get install chromium (as root)"; exit 1; }
 	FEDVIT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:cacheprovider browser_tests

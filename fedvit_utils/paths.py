@@ -21,6 +21,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIGURES_DIR = PROJECT_ROOT / "figures"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+NOTEBOOK_SCRIPTS_DIR = PROJECT_ROOT / "notebook_scripts"  # the notebooks' paired percent scripts (jupytext)
 
 DATA_ENV = "FEDVIT_DATA"
 RUNS_ENV = "FEDVIT_RUNS"  # tests point this at a temporary folder
