@@ -4,9 +4,12 @@ published figures that a parameter change cannot overwrite, and no progress bars
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,3 +111,47 @@ def test_progress_bars_only_where_a_front_end_is_attached(tmp_path, cifar_root, 
     run = StudyRun.open(load_profile("smoke"), tmp_path / "run2", cifar_root)
     run.train(run.write_partition("cifar10"))
     assert "rounds" in capsys.readouterr().err
+
+
+def test_jupyterlab_override_turns_the_news_pop_up_and_update_check_off(tmp_path):
+    """The overrides.json `make venv` installs where JupyterLab reads it (<sys.prefix>/share/jupyter/lab/settings)."""
+    from jupyterlab.commands import get_app_dir
+    from jupyterlab_server.settings_utils import get_settings
+
+    assert Path(get_app_dir()).resolve() == (Path(sys.prefix) / "share" / "jupyter" / "lab").resolve()
+    assert "$(VENV)/share/jupyter/lab/settings/overrides.json" in (paths.PROJECT_ROOT / "Makefile").read_text()
+    settings = tmp_path / "app-settings"
+    settings.mkdir()
+    shutil.copy(paths.PROJECT_ROOT / "jupyter" / "overrides.json", settings / "overrides.json")
+    found, warnings = get_settings(str(settings), str(Path(get_app_dir()) / "schemas"), str(tmp_path / "user"),
+                                   "@jupyterlab/apputils-extension:notification")
+    assert not [w for w in warnings if w]
+    defaults = found["schema"]["properties"]  # overrides become the defaults the front end starts from
+    assert defaults["fetchNews"]["default"] == "false"  # "Never": no "official Jupyter news?" pop-up
+    assert defaults["checkForUpdates"]["default"] is False
+
+
+def test_kernels_of_the_venv_do_not_print_the_plain_tcp_notice(tmp_path):
+    """Plain papermill gives kernels no CurveZMQ keys; the kernel config `make venv` installs drops that notice."""
+    from IPython.core.application import ENV_CONFIG_DIRS
+
+    assert str(Path(sys.prefix) / "etc" / "ipython") in ENV_CONFIG_DIRS  # where make venv installs the file
+    assert "$(VENV)/etc/ipython/ipython_kernel_config.py" in (paths.PROJECT_ROOT / "Makefile").read_text()
+    profile = tmp_path / "ipython" / "profile_default"  # the same file, read from a profile for this test
+    profile.mkdir(parents=True)
+    shutil.copy(paths.PROJECT_ROOT / "jupyter" / "ipython_kernel_config.py", profile)
+    nb = tmp_path / "tiny.ipynb"
+    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "execution_count": None, "id": "a", "metadata": {},
+                                         "outputs": [], "source": "1 + 1"}],
+                              "metadata": {"kernelspec": {"name": "python3", "language": "python",
+                                                          "display_name": "Python 3"}},
+                              "nbformat": 4, "nbformat_minor": 5}))
+    seen = {}
+    for name, env in (("plain", {}), ("configured", {"IPYTHONDIR": str(tmp_path / "ipython")})):
+        done = subprocess.run([sys.executable, "-m", "papermill", str(nb), str(tmp_path / f"{name}.ipynb"),
+                               "--no-progress-bar"], capture_output=True, text=True, env={**os.environ, **env},
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        seen[name] = "without encryption" in done.stderr
+    assert seen == {"plain": not (Path(sys.prefix) / "etc" / "ipython" / "ipython_kernel_config.py").exists(),
+                    "configured": False}
