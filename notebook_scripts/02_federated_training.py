@@ -25,7 +25,7 @@
 # %% tags=["parameters"]
 profile = None  # type: str|None  smoke | quick | cpu | paper, or a YAML file; None: $FEDVIT_PROFILE, else quick
 run_dir = None  # type: str|None  run folder; None: runs/<profile>
-data_root = None  # type: str|None  data folder; None: $FEDVIT_DATA, else the project's default (README, Data)
+data_root = None  # type: str|None  data folder; None: $FEDVIT_DATA, else the default (docs/reproducibility.md#data)
 partition_seed = None  # type: int|None  seed of the client partition; None: the profile's
 training_seed = None  # type: int|None  seed of model initialisation and batch order; None: the profile's
 key_seed = None  # type: int|None  seed of the clients' demo keys (a published seed makes a public key)
@@ -44,7 +44,7 @@ for name in run.profile.datasets:
     data = run.load_data(name)
     run.train(data, progress=progress)
     fl, base = run.history(name, "federated"), run.history(name, "centralized")
-    fig = figures.accuracy_curves(fl, base, f"Accuracy per round · {run.label(data)}")
+    fig = figures.accuracy_curves(fl, base, f"Accuracy per round · {run.label(data)}", chance=1 / data.num_classes)
     display(run.save_figure(fig, f"accuracy_curves_{name}"))
     integrated = fl[(fl["model"] == "integrated") & (fl["data"] == "test") & (fl["scope"] == "all")]
-    display(integrated[["round", "accuracy", "loss"]])
+    display(integrated[["round", "accuracy", "loss"]].set_index("round"))  # one row per round, no row numbers

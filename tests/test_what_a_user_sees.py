@@ -155,3 +155,56 @@ def test_kernels_of_the_venv_do_not_print_the_plain_tcp_notice(tmp_path):
         seen[name] = "without encryption" in done.stderr
     assert seen == {"plain": not (Path(sys.prefix) / "etc" / "ipython" / "ipython_kernel_config.py").exists(),
                     "configured": False}
+
+
+def _history(rounds: int):
+    import pandas as pd
+
+    rows = [dict(round=r, model="integrated", data="test", scope="all", accuracy=0.1 + 0.2 * r) for r in
+            range(1, rounds + 1)]
+    return pd.DataFrame(rows)
+
+
+def test_accuracy_curves_have_round_ticks_a_chance_line_and_the_legend_off_the_data():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from fedvit_utils.study.figures import accuracy_curves
+
+    fig = accuracy_curves(_history(2), None, "t", chance=0.1)
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks  # no 1.2, 1.4, ...
+    assert any(list(line.get_ydata()) == [0.1, 0.1] for line in ax.get_lines()), "a chance line at 1 / classes"
+    legend = ax.get_legend().get_window_extent()
+    assert legend.y1 <= ax.get_window_extent().y0, "the legend sits under the plot, not on the curves"
+
+
+def test_attack_legends_say_what_each_method_does():
+    from fedvit_utils.study.figures import attack_label
+
+    assert attack_label("orthogonal", "gram + lstsq") == ("orthogonal key: match blocks by their inner products "
+                                                         "(Gram matrix), then solve for E_a by least squares "
+                                                         "(gram + lstsq)")
+    for kind, method in (("gaussian", "projector + lstsq"), ("permutation", "multiset + pixels"),
+                         ("orthogonal", "gram + procrustes")):
+        words = attack_label(kind, method)
+        assert words.startswith(f"{kind} key: match blocks by") and ", then " in words, words
+
+
+def test_parameter_help_points_to_docs_that_exist():
+    """Every `docs/<page>.md#<section>` a notebook parameter's help names is a page with that section."""
+    import re
+
+    import papermill
+
+    cited = set()
+    for nb in sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")):
+        for param in papermill.inspect_notebook(str(nb)).values():
+            cited |= set(re.findall(r"(docs/[\w-]+\.md)#([\w-]+)", param["help"]))
+            assert "README" not in param["help"], f"{nb.name}: {param['help']}"
+    assert ("docs/reproducibility.md", "data") in cited
+    for page, section in cited:
+        headings = [line.lstrip("#").strip().lower().replace(" ", "-") for line in
+                    (paths.PROJECT_ROOT / page).read_text().splitlines() if line.startswith("#")]
+        assert section in headings, f"{page} has no section #{section}"
