@@ -46,3 +46,37 @@ def test_make_help_lists_every_entry_point():
     # `make` alone prints the same help instead of building anything
     plain = subprocess.run(["make", "-s", "-n", "-C", str(ROOT)], capture_output=True, text=True, check=True).stdout
     assert "grep" in plain and "pip" not in plain
+
+
+def _pins(text: str) -> dict[str, str]:
+    """name -> version of every `name==version` requirement line (markers and hashes ignored)."""
+    found = {}
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9._-]+)(?:\[[^\]]*\])?==([^\s;\\]+)", line)
+        if m:
+            found[m.group(1).lower().replace("_", "-")] = m.group(2)
+    return found
+
+
+def test_every_requirements_file_has_a_current_lock_with_hashes():
+    """`make lock` writes requirements-X.lock for each requirements-X.txt; a pin changed without it fails here."""
+    base = _pins((ROOT / "requirements.txt").read_text())
+    for req in sorted(ROOT.glob("requirements*.txt")):
+        lock = req.with_suffix(".lock")
+        assert lock.exists(), f"{req.name} has no {lock.name}: run `make lock` and commit it"
+        text = lock.read_text()
+        locked = _pins(text)
+        wanted = {**base, **_pins(req.read_text())}
+        stale = {name: version for name, version in wanted.items() if locked.get(name) != version}
+        assert not stale, f"{lock.name} does not pin {stale} as {req.name} asks: run `make lock`"
+        entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])  # one entry per package
+        assert all("--hash=sha256:" in e for e in entries if "==" in e), f"{lock.name}: a package without hashes"
+        assert "torch==2.14.1" in text  # the build the tests ran with (see docs/reproducibility.md)
+
+
+def test_the_notebook_folder_holds_notebooks_only():
+    """JupyterLab opens notebooks/: each notebook once, its paired script in notebook_scripts/."""
+    listed = [p.name for p in paths.NOTEBOOKS_DIR.iterdir() if not p.name.startswith(".")]
+    assert listed and all(name.endswith(".ipynb") for name in listed), listed
+    scripts = sorted(p.stem for p in paths.NOTEBOOK_SCRIPTS_DIR.glob("*.py"))
+    assert scripts == sorted(name.removesuffix(".ipynb") for name in listed)
