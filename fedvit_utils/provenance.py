@@ -147,14 +147,20 @@ def data_fingerprint(folder: str | os.PathLike) -> dict:
     return {"folder": str(folder), "files": len(listing), "sha256": digest, "cached": False}
 
 
-def data_folders(profile: object, data_root: str | os.PathLike | None) -> dict[str, Path]:
-    """The folder each of the profile's datasets is read from (as `data.locate_dataset` finds it)."""
-    from .data import TORCHVISION_FOLDERS, locate_dataset
+def data_record(profile: object, data_root: str | os.PathLike | None) -> dict[str, dict]:
+    """The fingerprint of the folder each of the profile's datasets is read from (as `data.locate_dataset` finds
+    it); a dataset that cannot be found is recorded with the reason instead."""
+    from .data import TORCHVISION_FOLDERS, DataError, locate_dataset
 
     found = {}
     for name in profile.datasets:
-        source = locate_dataset(name, data_root, profile.download)
-        found[name] = source.root if source.kind == "imagefolder" else source.root / TORCHVISION_FOLDERS[name]
+        try:
+            source = locate_dataset(name, data_root, profile.download)
+        except (DataError, FileNotFoundError) as exc:
+            found[name] = {"folder": None, "sha256": None, "note": str(exc)}
+            continue
+        folder = source.root if source.kind == "imagefolder" else source.root / TORCHVISION_FOLDERS[name]
+        found[name] = data_fingerprint(folder)
     return found
 
 
@@ -162,8 +168,7 @@ def data_folders(profile: object, data_root: str | os.PathLike | None) -> dict[s
 def collect(profile: object, data_root: str | os.PathLike | None, when: str = "at the start of the run") -> dict:
     """Everything a result depends on: code, packages (all of them), data fingerprints, profile and seeds, hardware."""
     start = time.monotonic()
-    data = {name: data_fingerprint(folder) for name, folder in data_folders(profile, data_root).items()}
-    record = {"collected": when, "git": git_state(), "packages": packages(), "data": data,
+    record = {"collected": when, "git": git_state(), "packages": packages(), "data": data_record(profile, data_root),
               "profile": dataclasses.asdict(profile),
               "seeds": {k: getattr(profile, k) for k in ("partition_seed", "training_seed", "key_seed")},
               "hardware": machine(), "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])}

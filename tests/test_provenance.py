@@ -133,3 +133,9 @@ def test_the_command_attaches_provenance_to_a_run_another_process_made(tmp_path,
     assert '"commit"' in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no study.json naming its profile: pass --profile"):
         main(["provenance", "--run-dir", str(tmp_path)])
+
+
+def test_a_missing_dataset_is_recorded_with_the_reason(tmp_path):
+    record = provenance.collect(load_profile("smoke"), tmp_path / "nowhere")
+    assert record["data"]["cifar10"]["sha256"] is None and "no cifar10 data" in record["data"]["cifar10"]["note"]
+    assert "data sha256 cifar10 none" in provenance.footer(record)
