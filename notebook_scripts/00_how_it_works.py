@@ -211,7 +211,7 @@ print(f"max |plain tokens - encrypted tokens in plain order| = {(tokens - reorde
 # The strip left of each panel colours every row by the plain token it holds (dark: first blocks, light:
 # last): a smooth ramp in plain order, scrambled where the encrypted path holds the tokens in block order l_e.
 origin = torch.arange(tokens.shape[0])
-origin_hat = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.as_tensor(l_e)])  # row i+1 holds token l_e(i)+1
+origin_hat = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.tensor(l_e)])  # row i+1 holds token l_e(i)+1
 fig = Figure(figsize=(10.5, 3.8), layout="constrained")
 axes = fig.subplots(1, 6, width_ratios=[0.07, 1] * 3)
 panels = zip(axes[0::2], axes[1::2], (tokens, tokens_hat, reordered), (origin, origin_hat, origin),
