@@ -6,7 +6,7 @@ they get when none is named (`profiles.default_profile`): the tests make that ``
 whatever the environment says, so nbval runs every notebook smoke-sized.
 
 nbval keeps no executed notebook; `nbval_outputs` below writes each one it ran (the outputs it
-received, cell by cell) to $FEDVIT_RUNS/nbval/<name>.ipynb, for notebooks/test_study_results.py to
+received, cell by cell) to $FEDVIT_RUNS/nbval/<name>.ipynb, for tests/test_study_results.py to
 open: every figure must have arrived as image/png, and nothing may have gone to stderr.
 """
 
@@ -22,6 +22,12 @@ os.environ["FEDVIT_PROFILE"] = "smoke"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 _executed: dict[Path, object] = {}
+RESULTS_TESTS = "test_study_results.py"  # reads what nbval's notebook runs wrote: runs after them
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """tests/test_study_results.py runs last, after nbval has executed the notebooks (collected after tests/)."""
+    items.sort(key=lambda item: Path(str(item.fspath)).name == RESULTS_TESTS)
 
 
 @pytest.hookimpl(hookwrapper=True)

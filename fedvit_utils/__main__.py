@@ -1,8 +1,9 @@
-"""Command line: `python -m fedvit_utils train --profile cpu`, `python -m fedvit_utils study`, `... book`."""
+"""Command line: `python -m fedvit_utils train --profile cpu`, `... study`, `... book`, `... provenance --run-dir X`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -11,9 +12,12 @@ from .profiles import DEFAULT_PROFILE, PROFILE_ENV
 
 
 def _train(args: argparse.Namespace) -> None:
+    from . import provenance
     from .study.run import StudyRun
 
     run = StudyRun.open(args.profile, args.run_dir, args.data)
+    run.preflight()
+    print(f"[train] provenance -> {provenance.write(run.folder, provenance.collect(run.profile, run.data_root))}")
     for dataset in args.datasets or run.profile.datasets:
         data = run.write_partition(dataset, restart=args.restart)  # notebook 01's writer; kept if recorded alike
         print(f"[train] {run.profile.name}/{dataset}: {data.num_clients} clients, device {run.device}", flush=True)
@@ -55,6 +59,29 @@ def _book(args: argparse.Namespace) -> None:
         sys.exit(f"[book] {exc}")
 
 
+def _provenance(args: argparse.Namespace) -> None:
+    from . import provenance
+    from .profiles import load_profile
+    from .study.runner import attach_provenance
+
+    folder = Path(args.run_dir).resolve()
+    study = folder / "study.json"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no run folder {folder}: pass the folder a study or training run wrote.")
+    name = args.profile or (json.loads(study.read_text())["profile"] if study.exists() else None)
+    if name is None:
+        raise ValueError(f"{folder} has no study.json naming its profile: pass --profile.")
+    record = provenance.collect(load_profile(name), args.data, when="after the run, by `python -m fedvit_utils "
+                                "provenance`: the code and packages at that moment")
+    print(f"[provenance] {provenance.write(folder, record)}")
+    if args.publish:
+        dest = paths.FIGURES_DIR / record["profile"]["name"]
+        if not dest.is_dir():
+            raise FileNotFoundError(f"nothing published in {dest}: run the study with --publish first.")
+        print(f"[provenance] attached to {len(attach_provenance(dest, record))} files in {dest}")
+    print(json.dumps(provenance.short(record), indent=1))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen command."""
     ap = argparse.ArgumentParser(prog="python -m fedvit_utils", description=__doc__)
@@ -87,6 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--run-dir", default=None, help="run folder with executed notebooks (default runs/<profile>)")
     b.add_argument("--out", default=None, help="where the HTML goes (default <run folder>/book)")
     b.set_defaults(func=_book)
+    p = sub.add_parser("provenance", help="record commit, packages, data fingerprint, profile, hardware of a run")
+    p.add_argument("--run-dir", required=True, help="the run folder (its study.json names the profile)")
+    p.add_argument("--profile", default=None, help="the run's profile, where the folder has no study.json")
+    p.add_argument("--data", default=None, help=f"data folder (default ${paths.DATA_ENV}, then the project's)")
+    p.add_argument("--publish", action="store_true",
+                   help="also write it into figures/<profile>/ and under each published Markdown table")
+    p.set_defaults(func=_provenance)
     args = ap.parse_args(argv)
     from .federated.checkpoints import NothingTrained
     from .files import DamagedFile, FolderInUse

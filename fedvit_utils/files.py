@@ -7,7 +7,8 @@
   and what to do. Torch files load with ``weights_only=True``: a crafted checkpoint cannot run code.
 * Locked: a training run or a study holds `RunLock` on its folder, so a second run into the same
   folder is refused at start with the PID of the first. The lock is an ``flock``: the kernel drops it
-  when its process dies, so a killed run never leaves a stale lock behind.
+  when its process dies, so a killed run never leaves a stale lock behind; a run that ends removes its
+  lock file, so a finished run folder holds results only.
 """
 
 from __future__ import annotations
@@ -37,11 +38,16 @@ class FolderInUse(RuntimeError):
     """Another process holds the run folder's lock."""
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], mode: int | None = None) -> Path:
+RESULT_MODE = 0o644  # results (figures, tables, records, checkpoints): readable by others on a shared machine
+SECRET_MODE = 0o600  # key files: the owner only
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], mode: int = RESULT_MODE) -> Path:
     """Write through `write(fh)` into a temp file beside `path`, fsync, then rename over it.
 
     The temp file is created 0600 (mkstemp), so secrets are never readable by others, even for a
-    moment; `mode` sets the final mode. A full disk raises an OSError that names the file.
+    moment; `mode` sets the final mode (results 0644; secrets pass `SECRET_MODE`). A full disk raises an
+    OSError that names the file.
     """
     path = Path(path)
     try:
@@ -55,8 +61,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], m
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as exc:
         if os.path.exists(tmp):
@@ -80,7 +85,7 @@ def remove_orphans(folder: str | os.PathLike) -> list[Path]:
     return orphans
 
 
-def write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> Path:
+def write_bytes(path: str | os.PathLike, data: bytes, mode: int = RESULT_MODE) -> Path:
     """Atomically write `data` to `path`."""
     return atomic_write(path, lambda fh: fh.write(data), mode)
 
@@ -190,6 +195,23 @@ class RunLock:
         self._fh = None
 
     def __enter__(self) -> RunLock:
+        while True:  # a holder unlinks the file as it releases; a lock on an unlinked file is retried
+            fh = self._acquire()
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            fh.close()
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def _acquire(self):
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fh = open(self.path, "a+")  # held open for the life of the lock
@@ -204,15 +226,11 @@ class RunLock:
             fh.close()
             raise FolderInUse(f"{self.folder} is in use by another run (PID {holder}): wait for it to finish, or "
                               f"use another run folder.") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        self._fh = fh
-        return self
+        return fh
 
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
+            self.path.unlink(missing_ok=True)  # while still held: a waiter that opened it retries (see __enter__)
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
+from .files import SECRET_MODE, atomic_write
 
 FORMAT_VERSION = 1
 # float32 has ~7 significant digits; the round trip through E_a^-1 and E_a amplifies rounding
@@ -242,7 +242,7 @@ class SecretKey:
         """Write the key to one owner-only (0600) file with a SHA-256 checksum; returns the path."""
         arrays = self._payload()
         arrays["checksum"] = np.frombuffer(self._digest().encode(), dtype=np.uint8)
-        return atomic_write(path, lambda fh: np.savez(fh, **arrays), mode=0o600)
+        return atomic_write(path, lambda fh: np.savez(fh, **arrays), mode=SECRET_MODE)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SecretKey:

@@ -21,14 +21,23 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIGURES_DIR = PROJECT_ROOT / "figures"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+NOTEBOOK_SCRIPTS_DIR = PROJECT_ROOT / "notebook_scripts"  # the notebooks' paired percent scripts (jupytext)
 
 DATA_ENV = "FEDVIT_DATA"
 RUNS_ENV = "FEDVIT_RUNS"  # tests point this at a temporary folder
+CACHE_ENV = "FEDVIT_CACHE"  # where derived, re-computable facts go (data fingerprints)
 
 
 def runs_dir() -> Path:
     """Where run folders go by default: $FEDVIT_RUNS, else <project>/runs."""
     return Path(os.environ.get(RUNS_ENV, PROJECT_ROOT / "runs")).expanduser()
+
+
+def cache_dir() -> Path:
+    """$FEDVIT_CACHE, else $XDG_CACHE_HOME/fedvit, else ~/.cache/fedvit (not created)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "fedvit"
 
 
 def run_dir(profile: str, path: str | os.PathLike | None = None) -> Path:

@@ -44,13 +44,13 @@ def test_an_undeclared_papermill_parameter_is_refused_by_name():
 def test_globals_a_notebook_makes_itself_are_not_parameters():
     """In JupyterLab a cell may run again after later cells defined names: only papermill's cell counts."""
     values = parameters.check("02_federated_training", namespace(name="cifar10", data=object()))
-    assert "name" not in values and values["progress"] is True
+    assert "name" not in values and values["progress"] is None
 
 
 @pytest.mark.parametrize(("name", "value", "rule"), [
     ("partition_seed", "3", "a whole number >= 0, or None"),
     ("key_seed", -1, "a whole number >= 0, or None"),
-    ("progress", "no", "True or False"),
+    ("progress", "no", "True, False, or None"),
     ("run_dir", "", "a folder path, or None"),
 ])
 def test_bad_common_values_name_the_value_and_the_rule(name, value, rule):

@@ -5,7 +5,8 @@ this skeleton. While training, the run holds the folder's lock (a second run int
 After every step the checkpoint is written atomically with a checksum (a run killed at any moment
 leaves the previous checkpoint or the new one; a damaged one is named, never silently loaded) and the
 records — history.csv (one row per step x model x data x scope) and metrics.json (settings, seeds,
-summary) — are rewritten from it, as they are on every resume, so deleted or torn records come back.
+summary, and the code, packages and hardware that wrote them: `provenance.environment`) — are rewritten
+from it, as they are on every resume, so deleted or torn records come back.
 A finished run also writes model.pt, the final weights (checksummed the same way).
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import provenance
 from ..evaluation import metrics_from_logits
 from ..files import RunLock, load_checked, remove_orphans, save_checked, write_json, write_text
 
@@ -123,7 +125,8 @@ class TrainingRun:
         write_json(self.out / METRICS, {"settings": self.settings, "steps_done": self.done, "steps": self.steps,
                                         "train_seconds": self.seconds, "client_updates": self.updates,
                                         "train_images_per_s": self.images / self.seconds if self.seconds else None,
-                                        **self.summary, "history": self.history})
+                                        **self.summary, "history": self.history,
+                                        "provenance": provenance.environment()})
 
     def finish(self, model_state: dict) -> None:
         """Write the final weights once every step is done; a run that trained nothing raises instead."""

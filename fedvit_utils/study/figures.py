@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..encryption import decrypt_images, encrypt_images
 from ..keys import KEY_KINDS, generate_key
@@ -42,9 +43,11 @@ def class_counts_figure(counts: np.ndarray, classes: list[str], title: str = "")
     return fig
 
 
-def accuracy_curves(federated: pd.DataFrame, centralized: pd.DataFrame | None, title: str = "") -> Figure:
-    """Test accuracy per round: integrated model, the clients' spread, local models, and the baseline per epoch."""
-    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
+def accuracy_curves(federated: pd.DataFrame, centralized: pd.DataFrame | None, title: str = "",
+                    chance: float | None = None) -> Figure:
+    """Test accuracy per round: integrated model, the clients' spread, local models, the baseline per epoch, and
+    the accuracy of guessing (`chance`, 1 / classes). Whole-number round ticks; the legend sits under the plot."""
+    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
     ax = fig.subplots()
     test = federated[federated["data"] == "test"]
     integrated = test[test["model"] == "integrated"]
@@ -62,10 +65,14 @@ def accuracy_curves(federated: pd.DataFrame, centralized: pd.DataFrame | None, t
     if centralized is not None and not centralized.empty:
         base = centralized[(centralized["data"] == "test") & (centralized["scope"] == "all")]
         ax.plot(base["round"], base["accuracy"], "^-", color="C1", label="baseline (centralized), per epoch")
+    if chance is not None:
+        ax.axhline(chance, color="0.4", ls=":", lw=1, label=f"chance (1 / classes = {chance:.2f})")
     ax.set_xlabel("round (= epoch over each client's data)")
     ax.set_ylabel("test accuracy")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
+    ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, frameon=False)
     ax.set_title(textwrap.fill(title, 95), fontsize=8)  # labels name profile, data and hardware: long
     return fig
 
@@ -145,13 +152,33 @@ def key_kind_gallery(images: Mapping[str, tuple[torch.Tensor, int]], kinds: Sequ
 
 
 # -- attacks ----------------------------------------------------------------------------------------
+# What each known-plaintext method does, in words (security/known_plaintext.py): how the attacker tells which
+# encrypted block came from which plain block, then how it solves for the key.
+ATTACK_WORDS = {
+    "multiset": "match blocks by their sorted pixel values",
+    "gram": "match blocks by their inner products (Gram matrix)",
+    "projector": "match blocks by projecting onto the known blocks' span",
+    "pixels": "read the pixel permutation off the matched blocks",
+    "lstsq": "solve for E_a by least squares",
+    "procrustes": "fit an orthogonal E_a (Procrustes)",
+}
+
+
+def attack_label(kind: str, method: str) -> str:
+    """A legend entry that says what an attack does: "orthogonal key: match blocks by ..., then solve ..."."""
+    match, _, fit = method.partition(" + ")
+    words = [ATTACK_WORDS.get(match.strip(), match.strip())] + ([ATTACK_WORDS.get(fit.strip(), fit.strip())]
+                                                                  if fit else [])
+    return f"{kind} key: {', then '.join(words)} ({method})"
+
+
 def known_plaintext_figure(summary: pd.DataFrame) -> Figure:
     """Share of exact draws and decryption PSNR (mean over draws, worst image) against k, per (kind, method)."""
-    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
     axes = fig.subplots(1, 2)
     groups = summary.groupby(["data", "image_size", "patch_size", "kind", "method"], sort=False)
     for i, ((_, size, p, kind, method), g) in enumerate(groups):
-        label = f"{kind}, {method} ({size}, p={p})"
+        label = f"{attack_label(kind, method)} · {size}, block {p}"
         color = f"C{i % 10}"
         axes[0].plot(g["k"], g["exact_draws"] / g["draws"], marker="o", color=color, label=label)
         axes[1].plot(g["k"], g["psnr_mean"], marker="o", color=color, label=label)
@@ -163,7 +190,8 @@ def known_plaintext_figure(summary: pd.DataFrame) -> Figure:
         ax.set_xlabel("known (plain, encrypted) pairs k")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # k counts image pairs
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="outside lower center", ncols=1, frameon=False)
     fig.suptitle(textwrap.fill("Known-plaintext attack, fresh key and known images per draw: "
                                + ", ".join(sorted(set(summary["data"]))), 120), fontsize=9)
     return fig

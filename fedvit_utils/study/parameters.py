@@ -11,6 +11,12 @@ refuses a parameter papermill injected that the notebook does not declare (``-p 
 otherwise be silently ignored), checks the type and range of every declared value, loads the profile
 (a typo fails here, naming the choices) and only then opens the run folder, which it does not create.
 Each refusal is one line naming the parameter, the bad value and what is accepted.
+
+A parameter marked `variant` only changes what a figure shows (another photograph, block size or demo
+seed). Given a value other than its default, the notebook saves its figures under a name that says so
+(``figure2--photo_name-coffee.png``), so it never overwrites the run's own figures, and publishing
+skips such files. ``progress=None`` (the default) shows progress bars only where a Jupyter front end is
+attached (`run.frontend_attached`): plain papermill, nbval and scripts store no widget state.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 
 from ..data import PHOTOS
 from ..profiles import Profile
-from .run import StudyRun
+from .run import VARIANT_MARK, StudyRun
 
 
 class ParameterError(ValueError):
@@ -48,6 +54,7 @@ class Parameter:
     default: object
     rule: str  # what is accepted, for the error message
     valid: Callable[[object], bool]
+    variant: bool = False  # changes only what figures show: non-default values save figures under a suffix
 
 
 COMMON: tuple[Parameter, ...] = (
@@ -58,21 +65,25 @@ COMMON: tuple[Parameter, ...] = (
     Parameter("partition_seed", "int|None", None, "a whole number >= 0, or None for the profile's", _seed),
     Parameter("training_seed", "int|None", None, "a whole number >= 0, or None for the profile's", _seed),
     Parameter("key_seed", "int|None", None, "a whole number >= 0, or None for the profile's", _seed),
-    Parameter("progress", "bool", True, "True or False", lambda v: type(v) is bool),
+    Parameter("progress", "bool|None", None,
+              "True, False, or None (bars only where a Jupyter front end is attached, not under papermill)",
+              lambda v: v is None or type(v) is bool),
 )
 
 EXTRAS: dict[str, tuple[Parameter, ...]] = {
     "01_data_partitioning": (
         Parameter("dirichlet_alpha", "float", 0.5, "a number > 0 (smaller is more skewed)",
-                  lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < float("inf")),
+                  lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < float("inf"),
+                  variant=True),
     ),
     "04_encrypted_images": (
-        Parameter("figure_seed", "int", 0, "a whole number >= 0", lambda v: type(v) is int and v >= 0),
-        Parameter("photo_name", "str", "astronaut", f"one of {list(PHOTOS)}", lambda v: v in PHOTOS),
+        Parameter("figure_seed", "int", 0, "a whole number >= 0", lambda v: type(v) is int and v >= 0, variant=True),
+        Parameter("photo_name", "str", "astronaut", f"one of {list(PHOTOS)}", lambda v: v in PHOTOS, variant=True),
         Parameter("photo_block", "int", 16,
                   "a block size that divides 224 (1, 2, 4, 7, 8, 14, 16, 28, 32, 56, 112, 224)",
-                  lambda v: type(v) is int and 0 < v <= 224 and 224 % v == 0),
-        Parameter("cifar_index", "int", 0, "a whole number >= 0", lambda v: type(v) is int and v >= 0),
+                  lambda v: type(v) is int and 0 < v <= 224 and 224 % v == 0, variant=True),
+        Parameter("cifar_index", "int", 0, "a whole number >= 0", lambda v: type(v) is int and v >= 0,
+                  variant=True),
     ),
     "07_table1_spread": (
         Parameter("spread_runs", "list|None", None, "a list of run folders of the same profile, or None for this run",
@@ -130,8 +141,16 @@ def check(notebook: str, namespace: Mapping[str, object]) -> dict[str, object]:
     return values
 
 
+def variant_suffix(notebook: str, values: Mapping[str, object]) -> str:
+    """"--name-value" for each `variant` parameter not at its default ("" when all are): figure names get it."""
+    changed = [p for p in declared(notebook) if p.variant and values.get(p.name, p.default) != p.default]
+    return "".join(f"{VARIANT_MARK}{p.name}-{re.sub(r'[^A-Za-z0-9.]+', '_', str(values[p.name]))}" for p in changed)
+
+
 def open_run(notebook: str, namespace: Mapping[str, object]) -> StudyRun:
     """Check every parameter of `notebook` in `namespace`, load the profile, then open the run (creates nothing)."""
     v = check(notebook, namespace)
-    return StudyRun.open(v["profile"], v["run_dir"], v["data_root"], v["partition_seed"], v["training_seed"],
-                         v["key_seed"])
+    run = StudyRun.open(v["profile"], v["run_dir"], v["data_root"], v["partition_seed"], v["training_seed"],
+                        v["key_seed"])
+    run.variant = variant_suffix(notebook, v)
+    return run

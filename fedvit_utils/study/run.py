@@ -43,6 +43,13 @@ TRAINING = "02_federated_training"
 KEYS = "03_keys_and_model_encryption"
 TABLES = "05_accuracy_tables"
 DATA_NOTE = "CIFAR-10 lossy JPEG copy (q75), not the original"
+VARIANT_MARK = "--"  # figures/<name>--<parameter>-<value>.png: made with a non-default figure parameter
+FRONTEND_ENV = ("JPY_SESSION_NAME", "VSCODE_PID")  # set for kernels of Jupyter Server (JupyterLab) and VS Code
+
+
+def frontend_attached() -> bool:
+    """Whether this kernel serves an interactive front end (JupyterLab, Notebook, VS Code), not papermill or nbval."""
+    return any(os.environ.get(name) for name in FRONTEND_ENV)
 
 
 class MissingStep(FileNotFoundError):
@@ -61,6 +68,7 @@ class StudyRun:
     folder: Path
     data_root: Path | None
     hardware: str
+    variant: str = ""  # suffix of figure and table names made with non-default figure parameters (parameters.py)
     _checked: bool = field(default=False, repr=False)
 
     @classmethod
@@ -174,9 +182,11 @@ class StudyRun:
         return FederatedDataset(dataset, train, test, splits)
 
     # -- 02: training -------------------------------------------------------------------------------
-    def train(self, data: FederatedDataset, progress: bool = True, resume: bool = True) -> tuple[Path, Path]:
-        """Notebook 02: the federated run and the centralized baseline (each resumes from its checkpoint)."""
+    def train(self, data: FederatedDataset, progress: bool | None = None, resume: bool = True) -> tuple[Path, Path]:
+        """Notebook 02: the federated run and the centralized baseline (each resumes from its checkpoint);
+        `progress` None shows bars only where a front end is attached."""
         self.preflight()
+        progress = frontend_attached() if progress is None else progress
         out = self.dataset_dir(data.name)
         federated = run_federated(self.profile, data, out / "federated", self.device, progress, resume)
         centralized = run_centralized(self.profile, data, out / "centralized", self.device, progress, resume)
@@ -291,11 +301,11 @@ class StudyRun:
 
     def save_figure(self, fig: Figure, name: str) -> reports.InlineFigure:
         """Write `fig` to figures/<name>.png; the result shows that PNG inline in any notebook front end."""
-        return reports.InlineFigure.saved(fig, self.figures, name)
+        return reports.InlineFigure.saved(fig, self.figures, name + self.variant)
 
     def save_table(self, table: pd.DataFrame, name: str, caption: str | None = None) -> pd.DataFrame:
         """Write `table` to figures/<name>.csv and .md and return it."""
-        reports.save_table(table, self.figures, name, caption)
+        reports.save_table(table, self.figures, name + self.variant, caption)
         return table
 
     def write_record(self, name: str, doc: dict) -> Path:

@@ -5,8 +5,9 @@ the run folder, the data folder, the three seeds and ``progress``), so one set i
 them and papermill never reports an unknown parameter. Executed notebooks get ``progress=False``:
 progress bars belong in a live session, not in a stored notebook. Executed notebooks, figures and
 tables land in the run folder; with ``publish`` the figures and tables are copied to the project's
-figures/<profile>/ folder. A failing notebook stops the run and the error names the notebook and the cell;
-so does a figure that an executed notebook would show as text instead of a picture.
+figures/<profile>/ folder, with the run's provenance (`provenance.json`, and a footer under every Markdown
+table naming profile, data fingerprint and commit). A failing notebook stops the run and the error names
+the notebook and the cell; so does a figure that an executed notebook would show as text instead of a picture.
 
 Kernels run with CurveZMQ-encrypted sockets where the kernel supports them (ipykernel does), so they
 do not warn "Kernel is running over TCP without encryption", and a finished kernel is shut down
@@ -22,11 +23,11 @@ import shutil
 import time
 from pathlib import Path
 
-from .. import paths
+from .. import paths, provenance
 from ..devices import hardware
-from ..files import RunLock, write_json
+from ..files import RESULT_MODE, RunLock, write_json, write_text
 from ..profiles import PROFILES, default_profile, load_profile
-from .run import StudyRun
+from .run import VARIANT_MARK, StudyRun
 
 
 class NotebookFailed(RuntimeError):
@@ -68,14 +69,31 @@ def run_study(
     if not only or any(o.startswith(("01", "02")) for o in only):  # steps that need data, model and keys
         StudyRun.open(settings, out, data_root).preflight()  # a run that would fail later fails now
     with RunLock(out, "study"):  # a second study into the same folder is refused at start
+        origin = provenance.collect(settings, data_root)
+        provenance.write(out, origin)
         timings = _execute(notebooks(), out, params, only, progress)
     record = out / "study.json"
     if only and record.exists():  # a partial rerun keeps the other notebooks' timings
         timings = {**json.loads(record.read_text()).get("seconds", {}), **timings}
-    write_json(record, {"profile": settings.name, "hardware": hardware(), "seconds": timings})
-    if publish:
-        publish_results(out, settings.name)
+    write_json(record, {"profile": settings.name, "hardware": hardware(), "seconds": timings,
+                        "provenance": origin})
+    published = publish_results(out, settings.name, origin) if publish else []
+    if progress:
+        print(where_results_are(out, settings.name, published), flush=True)
     return out
+
+
+def where_results_are(run: Path, profile: str, published: list[Path]) -> str:
+    """The closing lines of a study: where the executed notebooks and figures are, and whether they were published."""
+    lines = [f"[study] executed notebooks: {run / 'notebooks'}",
+             f"[study] figures and tables: {paths.figures_dir(run)}",
+             f"[study] provenance (commit, packages, data, profile, hardware): {run / provenance.FILE_NAME}"]
+    if published:
+        lines.append(f"[study] published {len(published)} files to {paths.FIGURES_DIR / profile}")
+    else:
+        why = "the smoke profile is for tests" if profile == "smoke" else "--no-publish"
+        lines.append(f"[study] not published to {paths.FIGURES_DIR / profile} ({why}; --publish copies them there)")
+    return "\n".join(lines)
 
 
 def _execute(sources: list[Path], out: Path, params: dict, only: list[str] | None, progress: bool) -> dict:
@@ -121,12 +139,33 @@ def figures_shown_as_text(notebook: Path) -> list[int]:
         for out in cell["outputs"] if "data" in out)]
 
 
-def publish_results(run: Path, profile: str) -> list[Path]:
-    """Copy a run's figures and tables (run/figures/*) and study.json to figures/<profile>/."""
+def publish_results(run: Path, profile: str, origin: dict | None = None) -> list[Path]:
+    """Copy a run's figures and tables (run/figures/*, without variants) and study.json to figures/<profile>/,
+    with its provenance: provenance.json beside them and a footer line under each Markdown table."""
     dest = paths.FIGURES_DIR / profile
     dest.mkdir(parents=True, exist_ok=True)
-    files = [f for f in sorted(paths.figures_dir(run).glob("*")) if f.is_file()] + [Path(run) / "study.json"]
-    return [Path(shutil.copy2(f, dest / f.name)) for f in files if f.exists()]
+    files = [f for f in sorted(paths.figures_dir(run).glob("*"))
+             if f.is_file() and VARIANT_MARK not in f.stem and not f.name.startswith(".")]
+    copied = []
+    for f in files + [Path(run) / "study.json"]:
+        if f.exists():
+            copied.append(Path(shutil.copy2(f, dest / f.name)))
+            os.chmod(copied[-1], RESULT_MODE)  # a run written by older code kept its files owner-only
+    origin = origin or provenance.read(run)
+    if origin is not None:
+        copied += attach_provenance(dest, origin)
+    return copied
+
+
+def attach_provenance(folder: Path, origin: dict) -> list[Path]:
+    """Write provenance.json into a published folder and end each of its Markdown tables with the footer line."""
+    line = provenance.footer(origin)
+    tables = []
+    for md in sorted(Path(folder).glob("*.md")):
+        body = [x for x in md.read_text().rstrip("\n").split("\n") if not x.startswith("Provenance: ")]
+        write_text(md, "\n".join(body).rstrip("\n") + f"\n\n{line}\n")
+        tables.append(md)
+    return [provenance.write(folder, origin)] + tables
 
 
 def kernel_manager_class() -> type:

@@ -1,5 +1,11 @@
 # ---
 # jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -24,11 +30,11 @@
 # %% tags=["parameters"]
 profile = None  # type: str|None  smoke | quick | cpu | paper, or a YAML file; None: $FEDVIT_PROFILE, else quick
 run_dir = None  # type: str|None  run folder; None: runs/<profile>
-data_root = None  # type: str|None  data folder; None: $FEDVIT_DATA, else the project's default (README, Data)
+data_root = None  # type: str|None  data folder; None: $FEDVIT_DATA, else the default (docs/reproducibility.md#data)
 partition_seed = None  # type: int|None  seed of the client partition; None: the profile's
 training_seed = None  # type: int|None  seed of model initialisation and batch order; None: the profile's
 key_seed = None  # type: int|None  seed of the clients' demo keys (a published seed makes a public key)
-progress = True  # type: bool  progress bars (widgets in JupyterLab); the study runner passes False
+progress = None  # type: bool|None  progress bars; None: shown in JupyterLab, not under papermill or nbval
 
 # %%
 from IPython.display import display

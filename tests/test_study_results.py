@@ -1,7 +1,7 @@
 """Results of the smoke study, asserted from the files the notebooks wrote (not from cell text).
 
-pytest runs this after nbval has executed the notebooks in this folder (file order), into the
-temporary FEDVIT_RUNS folder set by the root conftest; the root conftest also keeps what nbval
+pytest runs this after nbval has executed the notebooks in notebooks/ (the root conftest moves it to the end),
+into the temporary FEDVIT_RUNS folder set by the root conftest; the root conftest also keeps what nbval
 received from each notebook as $FEDVIT_RUNS/nbval/*.ipynb. Run alone, this file runs the study
 itself first (papermill, as `make study` does) and checks the executed notebooks papermill wrote.
 """

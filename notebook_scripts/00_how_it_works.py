@@ -1,5 +1,11 @@
 # ---
 # jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -32,11 +38,11 @@
 # %% tags=["parameters"]
 profile = None  # type: str|None  smoke | quick | cpu | paper, or a YAML file; None: $FEDVIT_PROFILE, else quick
 run_dir = None  # type: str|None  run folder; None: runs/<profile>
-data_root = None  # type: str|None  data folder; None: $FEDVIT_DATA, else the project's default (README, Data)
+data_root = None  # type: str|None  data folder; None: $FEDVIT_DATA, else the default (docs/reproducibility.md#data)
 partition_seed = None  # type: int|None  seed of the client partition; None: the profile's
 training_seed = None  # type: int|None  seed of model initialisation and batch order; None: the profile's
 key_seed = None  # type: int|None  seed of the clients' demo keys (a published seed makes a public key)
-progress = True  # type: bool  progress bars (widgets in JupyterLab); the study runner passes False
+progress = None  # type: bool|None  progress bars; None: shown in JupyterLab, not under papermill or nbval
 
 # %%
 import numpy as np
@@ -202,15 +208,24 @@ reordered = torch.empty_like(tokens_hat)
 reordered[0] = tokens_hat[0]
 reordered[1 + torch.tensor(l_e)] = tokens_hat[1:]  # token i+1 of the encrypted path is token l_e(i)+1
 print(f"max |plain tokens - encrypted tokens in plain order| = {(tokens - reordered).abs().max():.1e}")
-fig = Figure(figsize=(10, 3.4), layout="constrained")
-axes = fig.subplots(1, 3)
-for ax, M, title in zip(axes, (tokens, tokens_hat, reordered),
-                        ("plain model, plain image", "encrypted model, encrypted image",
-                         "encrypted path, rows put back with $l_e$"), strict=True):
+# The strip left of each panel colours every row by the plain token it holds (dark: first blocks, light:
+# last): a smooth ramp in plain order, scrambled where the encrypted path holds the tokens in block order l_e.
+origin = torch.arange(tokens.shape[0])
+origin_hat = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.tensor(l_e)])  # row i+1 holds token l_e(i)+1
+fig = Figure(figsize=(10.5, 3.8), layout="constrained")
+axes = fig.subplots(1, 6, width_ratios=[0.07, 1] * 3)
+panels = zip(axes[0::2], axes[1::2], (tokens, tokens_hat, reordered), (origin, origin_hat, origin),
+             ("plain model, plain image", "encrypted model, encrypted image\n(rows in encrypted block order)",
+              "encrypted path, rows put back with $l_e$"), strict=True)
+for strip, ax, M, held, title in panels:
+    strip.imshow(held[:, None].numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
+    strip.set_xticks([])
+    strip.set_title("token\nheld", fontsize=7)
     ax.imshow(M.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("D")
-axes[0].set_ylabel("token (0 = class)")
+    ax.set_yticks([])
+axes[0].set_ylabel("row (0 = class token)")
 run.save_figure(fig, "how_it_works_6_tokens")
 
 # %% [markdown]
