@@ -150,7 +150,8 @@ def data_fingerprint(folder: str | os.PathLike) -> dict:
 def data_record(profile: object, data_root: str | os.PathLike | None) -> dict[str, dict]:
     """The fingerprint of the folder each of the profile's datasets is read from (as `data.locate_dataset` finds
     it); a dataset that cannot be found is recorded with the reason instead."""
-    from .data import TORCHVISION_FOLDERS, DataError, locate_dataset
+    from .data import DataError, locate_dataset
+    from .datasets import dataset_spec
 
     found = {}
     for name in profile.datasets:
@@ -159,7 +160,7 @@ def data_record(profile: object, data_root: str | os.PathLike | None) -> dict[st
         except (DataError, FileNotFoundError) as exc:
             found[name] = {"folder": None, "sha256": None, "note": str(exc)}
             continue
-        folder = source.root if source.kind == "imagefolder" else source.root / TORCHVISION_FOLDERS[name]
+        folder = source.root if source.kind == "imagefolder" else source.root / dataset_spec(name).torchvision.folder
         found[name] = data_fingerprint(folder)
     return found
 

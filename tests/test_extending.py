@@ -177,15 +177,17 @@ def new_notebook_script() -> str:
 
 @pytest.fixture
 def my_study(tmp_path, monkeypatch):
-    nbdir = tmp_path / "notebooks"
+    nbdir, scriptdir = tmp_path / "notebooks", tmp_path / "notebook_scripts"
     nbdir.mkdir()
-    script = nbdir / "08_my_study.py"
+    scriptdir.mkdir()
+    script = scriptdir / "08_my_study.py"
     script.write_text(new_notebook_script())
-    notebook = jupytext.read(script)  # `jupytext --to ipynb notebooks/08_my_study.py`
+    notebook = jupytext.read(script)  # `jupytext --to ipynb notebook_scripts/08_my_study.py`
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     jupytext.write(notebook, nbdir / "08_my_study.ipynb")
     jupytext.write(jupytext.read(nbdir / "08_my_study.ipynb"), script, fmt="py:percent")  # paired: same cells
     monkeypatch.setattr(paths, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setattr(paths, "NOTEBOOK_SCRIPTS_DIR", scriptdir)
     return nbdir / "08_my_study.ipynb"
 
 
