@@ -89,15 +89,16 @@ bench: venv
 bench-flower: flower-venv
 	$(BIN)/python benchmarks/bench_flower.py
 
-# The Flower app (README, "Flower: beyond one process"): one simulated client per partition of the profile, or
+# The Flower app (docs/flower.md): one simulated client per partition of the profile, or
 # a SuperLink and N SuperNodes as separate processes on this machine. CLIENTS unset: the profile's num_clients.
+# FLOWER_FLAGS=--fast-nodes: warm SuperNodes on Flower 1.42 internals (opt-in; docs/flower.md).
 CLIENTS ?=
 FLOWER_PROFILE = $(or $(PROFILE),$(FEDVIT_PROFILE),quick)
 flower-sim: flower-venv
 	$(BIN)/python -m fedvit_flower simulate --profile $(FLOWER_PROFILE) $(if $(CLIENTS),--clients $(CLIENTS))
 
 flower-deploy: flower-venv
-	$(BIN)/python -m fedvit_flower deploy --profile $(FLOWER_PROFILE) $(if $(CLIENTS),--clients $(CLIENTS))
+	$(BIN)/python -m fedvit_flower deploy --profile $(FLOWER_PROFILE) $(if $(CLIENTS),--clients $(CLIENTS)) $(FLOWER_FLAGS)
 
 # A slice of the paper profile on a CUDA GPU (says so and exits 0 where there is none); writes figures/gpu-check/.
 gpu-check: venv
