@@ -58,15 +58,12 @@ def test_aggregation_weights_each_client_by_its_num_examples(tmp_path):
     assert [(r["client"], r["n"]) for r in train_rows] == [(0, 5), (1, 40), (2, 200)]
 
 
-def test_fast_nodes_fall_back_to_the_public_path_on_another_flower(monkeypatch, capsys):
+def test_fast_nodes_fall_back_to_the_public_path_on_another_flower(tmp_path, monkeypatch, capsys):
     assert launch.use_fast_nodes(False) is False
     assert launch.use_fast_nodes(True) is launch.flower_version().startswith(launch.FAST_NODES_FLOWER)
     capsys.readouterr()
     monkeypatch.setattr(launch, "flower_version", lambda: "1.43.0")
-    assert launch.use_fast_nodes(True) is False
+    cluster = launch.Cluster(tmp_path, fast_nodes=True)  # starts nothing until its `with` block
+    assert cluster.fast_nodes is False and "FEDVIT_FLOWER_IDLE_POLL" not in cluster.env
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and "1.43.0" in lines[0] and "flower-supernode" in lines[0]
-    commands = launch.supernode_commands("127.0.0.1:1", 2, {"partition-id": 0}, False, ["--insecure"])
-    assert len(commands) == 1 and commands[0][0].endswith("flower-supernode") and "subprocess" in commands[0]
-    fast = launch.supernode_commands("127.0.0.1:1", 2, {"partition-id": 0}, True, ["--insecure"])
-    assert [c[3] for c in fast] == ["supernode", "executor"]

@@ -2,20 +2,17 @@
 
     python -m fedvit_flower simulate --profile quick          # Flower's simulation engine, one client per partition
     python -m fedvit_flower deploy --profile smoke --clients 2 # SuperLink + N SuperNodes as processes on loopback
-    python -m fedvit_flower supernode --superlink HOST:9092 --partition-id 3 --data DIR --keys-dir DIR
 
 `simulate` and `deploy` start a SuperLink (and the SuperNodes) themselves, run `flwr run --stream`, check
 the run's status (Flower exits 0 even for a failed run), print a summary and stop every process they
-started; they exit non-zero when the run failed or trained nothing. `supernode` is what each client machine
-runs. `--fast-nodes` (deploy, supernode) opts into fedvit_flower.fast_nodes, on Flower 1.42 only.
+started; they exit non-zero when the run failed or trained nothing. A client machine of a real federation
+runs Flower's own `flower-supernode` (docs/flower.md). `deploy --fast-nodes` opts into fedvit_flower.fast_nodes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,29 +82,6 @@ def deploy(args: argparse.Namespace) -> None:
     print(summary(settings))
 
 
-def supernode(args: argparse.Namespace) -> None:
-    """One client machine: a SuperNode serving one partition (with --fast-nodes, and its warm executor)."""
-    config = {"partition-id": args.partition_id, **{k: v for k, v in (("data", args.data), ("keys-dir", args.keys_dir))
-                                                    if v}}
-    security = ["--root-certificates", args.root_certificates] if args.root_certificates else ["--insecure"]
-    # Flower 1.42 needs only the private key here; the public key is registered on the SuperLink's side with
-    # `flwr supernode register` (docs/flower.md).
-    security += ["--auth-supernode-private-key", args.auth_private_key] if args.auth_private_key else []
-    fast = launch.use_fast_nodes(args.fast_nodes)
-    env = launch.flower_env(Path(args.flwr_home).expanduser().resolve(), idle_poll=args.idle_poll if fast else None)
-    first, *executor = launch.supernode_commands(args.superlink, args.port, config, fast, security)
-    procs = [subprocess.Popen(first, env=env)]
-    procs += [subprocess.Popen([*argv, "--parent-pid", str(procs[0].pid)], env=env) for argv in executor]
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        procs[0].wait()
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen command; a failed run exits non-zero with one line why."""
     ap = argparse.ArgumentParser(prog="python -m fedvit_flower", description=__doc__.split("\n\n")[0])
@@ -130,20 +104,10 @@ def main(argv: list[str] | None = None) -> None:
                                        "project's)")
     sub.choices["deploy"].add_argument("--keep-keys", action="store_true",
                                        help="each client keeps its key in <run-dir>/client-keys/clientNN (owner-only)")
-    n = sub.add_parser("supernode", help=supernode.__doc__)
-    n.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink's Fleet API")
-    n.add_argument("--partition-id", type=int, required=True, help="the partition this client holds, 0..N-1")
-    n.add_argument("--data", default=None, help="this client's data folder (default: the project's data setting)")
-    n.add_argument("--keys-dir", default=None, help="private folder for this client's key (default: memory only)")
-    n.add_argument("--port", type=int, default=9094, help="the SuperNode's local Runtime API port")
-    n.add_argument("--root-certificates", default=None, help="CA certificate of the SuperLink (TLS)")
-    n.add_argument("--auth-private-key", default=None, help="this SuperNode's private key (authentication)")
-    n.add_argument("--flwr-home", default="~/.flwr", help="Flower's home folder on this machine")
-    for p in (sub.choices["deploy"], n):
-        p.add_argument("--fast-nodes", action="store_true", help="warm executor and short idle poll, on Flower's "
-                       "internals (flwr 1.42.* only; otherwise Flower's own SuperNode, with one line saying why)")
-        p.add_argument("--idle-poll", type=float, default=0.2,
-                       help="with --fast-nodes: seconds between an idle SuperNode's requests (Flower's own: 3)")
+    sub.choices["deploy"].add_argument("--fast-nodes", action="store_true", help="warm executor and short idle "
+                                       "poll on Flower's internals (flwr 1.42.* only; else Flower's own SuperNodes)")
+    sub.choices["deploy"].add_argument("--idle-poll", type=float, default=0.2, help="with --fast-nodes: seconds "
+                                       "between an idle SuperNode's requests (Flower's own: 3)")
     args = ap.parse_args(argv)
     try:
         args.func(args)

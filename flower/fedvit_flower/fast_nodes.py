@@ -1,21 +1,16 @@
 """--fast-nodes: a warm executor and a short idle poll for SuperNodes, on Flower 1.42's internals (opt-in).
 
 Everything here uses Flower modules outside its documented API (`flwr.proto`, `flwr.supercore`,
-`flwr.supernode.runtime`, the SuperNode's main loop), so `launch.fast_nodes` only uses it on the Flower
-it was written for (flwr 1.42.*) and otherwise runs Flower's public path. Two parts:
-
-- The warm executor. In Flower 1.42 deployment a SuperNode hands each message to a SuperExec, which starts
-  a fresh `flwr-clientapp` process for it: Flower, torch and timm are imported, the model built and the
-  data decoded again every round. With `flower-supernode --isolation process` the node instead waits for
-  an executor of the user's choosing on its Runtime API (`--port`). This one acquires the node's ClientApp
-  tasks one at a time and runs each in this long-lived process with Flower's own task protocol (pull the
-  message, context and app bundle, call the ClientApp, push the reply and the context). A ClientApp that
-  raises is answered with Flower's error reply, as `flwr-clientapp` does, and the executor goes on. The
-  ClientApp it runs is the one installed on the node (`fedvit_flower.client_app` of this checkout).
-- The idle poll. A SuperNode that finds no message sleeps a hard-coded 3 s before asking again; it asks
-  right after sending its reply, before the server has integrated the round, so every round waits 1.5-3 s
-  for it. `supernode` runs Flower's SuperNode command with that one sleep taken from
-  $FEDVIT_FLOWER_IDLE_POLL; if the loop is not there, it says so and runs unchanged.
+`flwr.supernode.runtime`, the SuperNode's main loop); `launch.use_fast_nodes` allows it on flwr 1.42.* only.
+- The warm executor: a Flower 1.42 SuperNode starts a fresh `flwr-clientapp` process per message (torch,
+  timm, model and data loaded again every round). With `--isolation process` it instead waits for an
+  executor on its Runtime API (`--port`); this one runs every ClientApp task in one long-lived process
+  with Flower's task protocol (pull message, context and app bundle; call the node's installed ClientApp;
+  push reply and context), answering a ClientApp that raises with Flower's error reply, as
+  `flwr-clientapp` does.
+- The idle poll: an idle SuperNode sleeps a hard-coded 3 s before asking again, and it asks right after
+  replying, before the server has integrated the round. `supernode` runs Flower's SuperNode command with
+  that one sleep taken from $FEDVIT_FLOWER_IDLE_POLL (if the loop is not there: says so, runs unchanged).
 
     python -m fedvit_flower.fast_nodes executor --runtime-api-address 127.0.0.1:9094 --insecure [--parent-pid PID]
     FEDVIT_FLOWER_IDLE_POLL=0.2 python -m fedvit_flower.fast_nodes supernode (flower-supernode's flags)
@@ -140,7 +135,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 

@@ -1,16 +1,11 @@
 """Start, run and stop the processes of a Flower federation on this machine, every one by its PID.
 
-Flower 1.42 frictions handled here (docs/flower.md): connections live in $FLWR_HOME/config.toml (written
-here, per run folder, never ~/.flwr); the SuperLink would `uv sync` the app's dependencies on every run
-(switched off: the checkout is installed); `flwr run` is asynchronous unless streamed and exits 0 even
-when the run failed (the status is read back with `flwr ls`); a SuperNode on a machine shared with others
-needs its own Runtime API port; and stopping a SuperLink or a SuperNode can leave child processes behind,
-so every process started gets a marker in its environment and `Cluster.stop` ends each one still carrying
-it, by PID (SIGTERM, then SIGKILL).
-
-SuperNodes run Flower's own `flower-supernode` (a fresh ClientApp process per message) unless
-`fast_nodes=True` asks for `fedvit_flower.fast_nodes` (a warm executor and a short idle poll on Flower's
-internals), which only a Flower it was written for gets (`use_fast_nodes`).
+Flower 1.42 frictions handled here: connections live in $FLWR_HOME/config.toml (written per run folder,
+never ~/.flwr); the SuperLink's `uv sync` of the app per run is switched off (the checkout is installed);
+`flwr run` exits 0 even when the run failed (the status is read back with `flwr ls`); a SuperNode on a
+shared machine needs its own Runtime API port; and stopping a SuperLink or SuperNode can leave children
+behind, so every process started carries a marker in its environment and `Cluster.stop` ends each one
+still carrying it, by PID. SuperNodes are Flower's own unless `fast_nodes` (fedvit_flower.fast_nodes).
 """
 
 from __future__ import annotations
@@ -69,22 +64,6 @@ def flower_env(home: Path, mark: str = "", idle_poll: float | None = None) -> di
     if mark:
         env[MARK] = mark
     return env
-
-
-def supernode_commands(superlink: str, port: int, node_config: dict, fast: bool, security: list[str]
-                       ) -> list[list[str]]:
-    """The command(s) of one SuperNode: Flower's own, or (fast) the short-poll SuperNode and its warm executor.
-
-    `security` is ["--insecure"] or the TLS and authentication flags; `port` is the SuperNode's Runtime
-    API port on 127.0.0.1. The caller appends the executor's `--parent-pid` (the SuperNode's PID).
-    """
-    flags = [*security, "--superlink", superlink, "--host", "127.0.0.1", "--port", str(port),
-             "--node-config", toml_config(node_config)]
-    if not fast:
-        return [[str(BIN / "flower-supernode"), *flags, "--isolation", "subprocess"]]
-    module = [sys.executable, "-m", "fedvit_flower.fast_nodes"]
-    return [[*module, "supernode", *flags, "--isolation", "process"],
-            [*module, "executor", "--runtime-api-address", f"127.0.0.1:{port}", "--insecure"]]
 
 
 def free_port() -> int:
@@ -163,14 +142,17 @@ class Cluster:
 
     def supernode(self, client: int, data: str | None = None, keys_dir: str | None = None,
                   superlink: str | None = None, env: dict | None = None) -> subprocess.Popen:
-        """A SuperNode serving partition `client`; `superlink` overrides the address it dials, `env` adds to its
-        environment (and its children's: tests inject faults with it). Logs: logs/supernode<client>.log."""
-        config = {"partition-id": client, **{k: v for k, v in (("data", data), ("keys-dir", keys_dir)) if v}}
-        first, *executor = supernode_commands(superlink or f"127.0.0.1:{self.link_port}", free_port(), config,
-                                              self.fast_nodes, ["--insecure"])
-        node = self.start(f"supernode{client}", first, env)
-        for argv in executor:
-            self.start(f"executor{client}", [*argv, "--parent-pid", str(node.pid)], env)
+        """A SuperNode serving partition `client` (fast nodes: and its warm executor); `superlink` overrides the
+        address it dials, `env` adds to its environment and its children's (tests inject faults with it)."""
+        port, config = free_port(), {"partition-id": client, "data": data or "", "keys-dir": keys_dir or ""}
+        flags = ["--insecure", "--superlink", superlink or f"127.0.0.1:{self.link_port}", "--host", "127.0.0.1",
+                 "--port", str(port), "--node-config", toml_config(config)]
+        if not self.fast_nodes:
+            return self.start(f"supernode{client}", [str(BIN / "flower-supernode"), *flags], env)
+        fast = [sys.executable, "-m", "fedvit_flower.fast_nodes"]
+        node = self.start(f"supernode{client}", [*fast, "supernode", *flags, "--isolation", "process"], env)
+        self.start(f"executor{client}", [*fast, "executor", "--runtime-api-address", f"127.0.0.1:{port}",
+                                         "--insecure", "--parent-pid", str(node.pid)], env)
         return node
 
     def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:

@@ -1,17 +1,14 @@
 """The FL server as a Flower ServerApp: Flower's FedAvg strategy with the paper's integration, records, step 3.
 
 Nagamori & Kiya, Sec. 4.1: FedAvg after every local epoch for the profile's rounds, then (Fig. 1, step 3)
-every client encrypts the integrated model and its test images with its own key. Flower's
-`FedAvg.start` drives the rounds; `PaperFedAvg` overrides only what differs from Flower's FedAvg:
-- integration: fedvit_utils' float64, example-weighted FedAvg, clients folded in partition-id order as in
-  the in-process engine, so both engines end with the same weights (Flower's own accumulates in float32
-  and returns integer buffers unrounded);
-- selection: by partition id with the profile's seeded `select_clients`; every client gets the round's
-  message and scores the model it receives, so the integrated model of round r is scored in round r + 1
-  (the last one in step 3) at no extra message;
-- records: the in-process engine's run folder (`checkpoints.TrainingRun`: checkpoint, history.csv,
-  metrics.json, model.pt; notebook 02 plots it), so a killed server resumes from its last round; a client
-  that fails, times out or sends a non-finite update is left out of that round and named in the record;
+every client encrypts the integrated model and its test images with its own key. Flower's `FedAvg.start`
+drives the rounds; `PaperFedAvg` overrides only what differs from Flower's FedAvg:
+- integration: fedvit_utils' float64, example-weighted FedAvg, folded in partition-id order as in the
+  in-process engine, so both end with the same weights (Flower's accumulates in float32);
+- selection: by partition id (`select_clients`); every client gets the round's message and scores the
+  model it receives, so the model of round r is scored in round r + 1 (the last one in step 3);
+- records: the in-process engine's run folder (`TrainingRun`; notebook 02 plots it; a killed server
+  resumes from it); a client that fails, times out or sends a non-finite update is left out and named;
 - evaluation: only after the last round, and it is step 3 (encryption_check.json).
 """
 
@@ -72,16 +69,23 @@ class PaperFedAvg(FlowerFedAvg):
         for name in ("missing", "round_seconds", "slowest_client_seconds"):
             self.record.setdefault(name, {})
         self.record["clients"] = {str(client): str(node_id) for client, node_id in clients.items()}
-        self.first_round, self.asked, self.started = run.done, set(), time.perf_counter()
+        self.first_round, self.messages, self.started = run.done, [], time.perf_counter()
         self.last_round: dict = {}  # the last round's records, saved once step 3 has added its rows
 
     def round_index(self, server_round: int) -> int:
-        """0-based round of the whole run (Flower counts from 1 in each start, a resumed run starts later)."""
+        """0-based round of the run (Flower counts from 1 in each `start`; a resumed run starts later)."""
         return self.first_round + server_round - 1
 
     def is_last(self, server_round: int) -> bool:
         """Whether this is the profile's last round (step 3 follows it)."""
         return self.round_index(server_round) + 1 == self.settings.profile.rounds
+
+    def by_client(self, replies: Iterable[Message]) -> dict[int, Message]:
+        """Replies by partition id, known by the message they answer (the SuperLink answers for a SuperNode it
+        lost, as sender) or else by their sender."""
+        node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in self.messages}
+        by_node = {node_of.get(r.metadata.reply_to_message_id, r.metadata.src_node_id): r for r in replies}
+        return {self.partition_of[n]: r for n, r in sorted(by_node.items()) if n in self.partition_of}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
                         ) -> Iterable[Message]:
@@ -91,7 +95,7 @@ class PaperFedAvg(FlowerFedAvg):
         config = ConfigRecord({**self.common, "round": rnd, "selected": selected, "evaluate": rnd > 0})
         messages = [m for m in super().configure_train(server_round, arrays, config, grid)
                     if m.metadata.dst_node_id in self.partition_of]  # a SuperNode that joined late has no partition
-        self.asked, self.started = {self.partition_of[m.metadata.dst_node_id] for m in messages}, time.perf_counter()
+        self.messages, self.started = messages, time.perf_counter()
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -99,9 +103,9 @@ class PaperFedAvg(FlowerFedAvg):
         """fedvit_utils' FedAvg over the usable updates, weighted by their num-examples; records the round."""
         p, rnd = self.settings.profile, self.round_index(server_round)
         selected = select_clients(p.num_clients, p.clients_per_round, p.training_seed, rnd)
-        by_client = {self.partition_of[m.metadata.src_node_id]: m for m in replies
-                     if m.metadata.src_node_id in self.partition_of}
-        missing = {c: f"no reply within {self.settings.round_timeout:g} s" if c in self.asked else "not connected"
+        by_client = self.by_client(replies)
+        asked = {self.partition_of[m.metadata.dst_node_id] for m in self.messages}
+        missing = {c: f"no reply within {self.settings.round_timeout:g} s" if c in asked else "not connected"
                    for c in selected if c not in by_client}
         mean, rows, integrated, trained, work = FedAvg(), [], [], 0, 0.0
         for client in sorted(by_client):  # partition order: the in-process engine's float64 sums
@@ -113,7 +117,8 @@ class PaperFedAvg(FlowerFedAvg):
             m = dict(reply.content["metrics"])
             work = max(work, float(m["work-seconds"]))
             if "integrated-accuracy" in m:
-                integrated.append(_row(rnd, client, m, "integrated-"))
+                integrated.append({"round": rnd, "model": "integrated", "data": "test", "scope": "client",
+                                   "client": client, **{k: m[f"integrated-{k}"] for k in ("accuracy", "loss", "n")}})
             if "arrays" not in reply.content:
                 continue
             try:
@@ -149,19 +154,18 @@ class PaperFedAvg(FlowerFedAvg):
             return []
         seed = self.settings.key_seed
         config = ConfigRecord({**self.common, "key-seed": -1 if seed is None else seed})
-        return [m for m in super().configure_evaluate(server_round, arrays, config, grid)
-                if m.metadata.dst_node_id in self.partition_of]
+        self.messages = [m for m in super().configure_evaluate(server_round, arrays, config, grid)
+                         if m.metadata.dst_node_id in self.partition_of]
+        return self.messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Record step 3 (encryption_check.json) and the final model's scores, then save the last round."""
         if not self.is_last(server_round):
             return None
         s, checks, rows = self.settings, [], []
-        for reply in sorted(replies, key=lambda r: self.partition_of.get(r.metadata.src_node_id, -1)):
-            client = self.partition_of.get(reply.metadata.src_node_id)
-            if client is None or reply.has_error():
-                print(f"[flower] step 3: client {client} did not report "
-                      f"({reply.error.reason if reply.has_error() else 'unknown node'})", flush=True)
+        for client, reply in sorted(self.by_client(replies).items()):
+            if reply.has_error():
+                print(f"[flower] step 3: client {client} did not report ({reply.error.reason})", flush=True)
                 continue
             m, info = dict(reply.content["metrics"]), dict(reply.content["info"])
             n = int(m["n"])
@@ -197,11 +201,6 @@ class PaperFedAvg(FlowerFedAvg):
               + (f"; missing {r['missing']}" if r["missing"] else ""), flush=True)
 
 
-def _row(round_label: int, client: int, metrics: dict, prefix: str) -> dict:
-    return {"round": round_label, "model": "integrated", "data": "test", "scope": "client", "client": client,
-            **{k: metrics[f"{prefix}{k}"] for k in ("accuracy", "loss")}, "n": int(metrics[f"{prefix}n"])}
-
-
 def connect(grid: Grid, s: Settings) -> dict[int, int]:
     """Wait for the profile's clients and learn which SuperNode serves which partition: {partition id: node id}."""
     want, deadline = s.profile.num_clients, time.monotonic() + s.wait_nodes_timeout
@@ -231,35 +230,29 @@ def connect(grid: Grid, s: Settings) -> dict[int, int]:
 
 
 class PromptGrid(Grid):
-    """Flower's Grid, with `send_and_receive` pulling replies every `poll` seconds (a deployment's grid waits
-    3 s between pulls, which would add up to 3 s to every round); everything else is the grid's own."""
+    """Flower's Grid whose `send_and_receive` pulls replies every `poll` seconds (a deployment's grid waits 3 s
+    between pulls, up to 3 s more per round); every other method is the wrapped grid's."""
 
     def __init__(self, grid: Grid, poll: float) -> None:
         self.grid, self.poll = grid, poll
 
     def set_run(self, run: object) -> None:
-        """As the wrapped grid."""
         self.grid.set_run(run)
 
     @property
     def run(self) -> object:
-        """As the wrapped grid."""
         return self.grid.run
 
     def create_message(self, *args: object, **kwargs: object) -> Message:
-        """As the wrapped grid."""
         return self.grid.create_message(*args, **kwargs)
 
     def get_node_ids(self) -> Iterable[int]:
-        """As the wrapped grid."""
         return self.grid.get_node_ids()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """As the wrapped grid."""
         return self.grid.push_messages(messages)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        """As the wrapped grid."""
         return self.grid.pull_messages(message_ids)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:

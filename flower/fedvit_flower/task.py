@@ -10,7 +10,6 @@ the same partition (by partition id), model initialisation, local training and s
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -67,21 +66,7 @@ def unpack(record: ArrayRecord, layout: str) -> dict[str, torch.Tensor]:
 
 # -- a client in this process --------------------------------------------------------------------------
 _DATA: dict[tuple, FederatedDataset] = {}  # per process: decoded once, whatever partition the process serves
-_CLIENTS: dict[tuple, ClientState] = {}
-_MODELS: dict[tuple, tuple[torch.nn.Module, LocalTraining]] = {}
-
-
-def federated_data(profile: Profile, dataset: str, data_root: str | None) -> FederatedDataset:
-    """The dataset and the profile's client splits, decoded once per process (partition.client_splits)."""
-    key = (dataset, str(data_root), profile.max_per_class, json.dumps(dataclasses.asdict(profile), sort_keys=True))
-    if key not in _DATA:
-        train = load_dataset(dataset, "train", data_root, profile.max_per_class, profile.download)
-        test = load_dataset(dataset, "test", data_root, profile.max_per_class, profile.download)
-        check_same_classes(train, test)
-        splits = client_splits(profile, train.labels.numpy(), test.labels.numpy(), len(train.classes), train.source)
-        _DATA.clear()  # one dataset per process at a time
-        _DATA[key] = FederatedDataset(dataset, train, test, splits)
-    return _DATA[key]
+_MODELS: dict[tuple, tuple[torch.nn.Module, LocalTraining]] = {}  # one model object, whatever partition
 
 
 @dataclass
@@ -99,35 +84,29 @@ class ClientState:
 
 def client_state(profile_text: str, dataset: str, client: int, data_root: str | None, torch_threads: int = 0
                  ) -> ClientState:
-    """This process's state for partition `client` (built on first use, then reused while the process lives)."""
-    key = (profile_text, dataset, client, str(data_root))
-    if key in _CLIENTS:
-        return _CLIENTS[key]
+    """Partition `client` of the profile the server sent; data and model are built once per process and
+    shared by every partition it serves (a simulation actor serves many), each step loading its weights."""
     if torch_threads > 0:
         torch.set_num_threads(torch_threads)
     profile = profile_from_json(profile_text)
     if not 0 <= client < profile.num_clients:
         raise ValueError(f"partition-id {client} is outside 0..{profile.num_clients - 1} (profile {profile.name!r} "
                          f"has num_clients={profile.num_clients}): give each SuperNode its own id in that range.")
-    data = federated_data(profile, dataset, data_root)
-    test_idx = torch.as_tensor(data.splits.test[client], dtype=torch.long)
-    for old in [k for k in _CLIENTS if k[:2] != key[:2]]:  # another run's partitions: let their model go
-        del _CLIENTS[old]
-    model, trainer = shared_model(profile, profile_text, dataset, data.num_classes)
-    _CLIENTS[key] = ClientState(profile, dataset, client, data.client_train(client), data.test.subset(test_idx),
-                                model, trainer)
-    return _CLIENTS[key]
-
-
-def shared_model(profile: Profile, profile_text: str, dataset: str, num_classes: int
-                 ) -> tuple[torch.nn.Module, LocalTraining]:
-    """One model object and trainer per process, shared by every partition it serves (a simulation actor
-    serves many): each step loads the weights it starts from (train_round, encryption_step) before use."""
-    key = (profile_text, dataset)
-    if key not in _MODELS:
+    key = (profile_text, dataset, str(data_root))
+    if key not in _DATA:
+        train = load_dataset(dataset, "train", data_root, profile.max_per_class, profile.download)
+        test = load_dataset(dataset, "test", data_root, profile.max_per_class, profile.download)
+        check_same_classes(train, test)
+        splits = client_splits(profile, train.labels.numpy(), test.labels.numpy(), len(train.classes), train.source)
+        _DATA.clear()  # one run's data per process at a time
+        _DATA[key] = FederatedDataset(dataset, train, test, splits)
+    data = _DATA[key]
+    if key[:2] not in _MODELS:
         _MODELS.clear()
-        _MODELS[key] = model_and_trainer(profile, num_classes, resolve_device(profile.device))
-    return _MODELS[key]
+        _MODELS[key[:2]] = model_and_trainer(profile, data.num_classes, resolve_device(profile.device))
+    test_idx = torch.as_tensor(data.splits.test[client], dtype=torch.long)
+    return ClientState(profile, dataset, client, data.client_train(client), data.test.subset(test_idx),
+                       *_MODELS[key[:2]])
 
 
 def train_round(state: ClientState, global_state: dict, round_index: int, train: bool, evaluate: bool
