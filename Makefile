@@ -87,7 +87,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_federated.py
 
 bench-flower: flower-venv
-	$(BIN)/python benchmarks/bench_flower.py
+	$(BIN)/python benchmarks/bench_flower.py $(BENCH_FLAGS)
 
 # The Flower app (docs/flower.md): one simulated client per partition of the profile, or
 # a SuperLink and N SuperNodes as separate processes on this machine. CLIENTS unset: the profile's num_clients.

@@ -1,6 +1,6 @@
 """The same FedAvg work on three engines: in-process, Flower simulation, Flower deployment on loopback.
 
-10 clients x 500 CIFAR-10 images (the `quick` profile's small ViT: patch 8 on native 32x32, 2.7 M
+10 clients (--clients) x 500 CIFAR-10 images (the `quick` profile's small ViT: patch 8 on native 32x32, 2.7 M
 parameters), 3 rounds, one torch thread per client everywhere (two threads per process spin-wait on
 this shared 2-core machine, and one thread makes every engine's weights bit-identical). Each engine
 runs as its own command; reported: wall time of the command, time per round (the server's round:
@@ -11,7 +11,7 @@ in-process engine's bit for bit. Ratios are within this one run. The deployment 
 Flower's own SuperNodes (the default) and with --fast-nodes (warm executor, short idle poll).
 
     python benchmarks/bench_flower.py                      (make bench-flower)
-    python benchmarks/bench_flower.py --deploy-clients 5   (less memory: deployments with 5 clients only)
+    python benchmarks/bench_flower.py --clients 5          (less memory: 5 clients on every engine)
     python benchmarks/bench_flower.py --report             (the table again, from the last run)
 """
 
@@ -32,7 +32,7 @@ import torch
 from fedvit_utils import paths
 from fedvit_utils.federated import checkpoints
 
-OVERRIDES = "num_clients=10 train_per_client=500 test_per_client=100 max_per_class=500 rounds=3"
+OVERRIDES = "train_per_client=500 test_per_client=100 max_per_class=500 rounds=3"  # and num_clients (--clients)
 OUT = paths.runs_dir() / "bench-flower"
 MARK = "FEDVIT_BENCH_MARK"
 
@@ -103,44 +103,45 @@ def records(run_dir: Path) -> tuple[dict, float]:
     return metrics, sum(r["accuracy"] * r["n"] for r in rows) / sum(r["n"] for r in rows)
 
 
-def engines(deploy_clients: int) -> dict[str, str]:
+def engines(clients: int) -> dict[str, str]:
     """Row label -> run folder of each engine."""
     return {"in-process": "in-process", "simulation, 1 client at a time": "sim-1", "simulation, 2 at a time": "sim-2",
-            f"deployment, {deploy_clients} SuperNodes (Flower's own)": "deploy",
-            f"deployment, {deploy_clients} SuperNodes, --fast-nodes": "deploy-fast"}
+            f"deployment, {clients} SuperNodes (Flower's own)": "deploy",
+            f"deployment, {clients} SuperNodes, --fast-nodes": "deploy-fast"}
 
 
-def run_all(deploy_clients: int) -> None:
+def run_all(clients: int) -> None:
     """Run the engines one after another; wall time and peak memory go to results.json."""
     OUT.mkdir(parents=True, exist_ok=True)
     py, flower = sys.executable, [sys.executable, "-m", "fedvit_flower"]
-    common = ["--profile", "quick", "--overrides", OVERRIDES, "--torch-threads", "1", "--restart"]
-    deploy = [*flower, "deploy", *common, "--clients", str(deploy_clients)]
+    overrides = f"num_clients={clients} {OVERRIDES}"
+    common = ["--profile", "quick", "--overrides", overrides, "--torch-threads", "1", "--restart"]
+    deploy = [*flower, "deploy", *common]
     argv = {
-        "in-process": [py, "-c", IN_PROCESS, str(OUT / "in-process"), OVERRIDES],
+        "in-process": [py, "-c", IN_PROCESS, str(OUT / "in-process"), overrides],
         "sim-1": [*flower, "simulate", *common, "--cpus-per-client", "2", "--run-dir", str(OUT / "sim-1")],
         "sim-2": [*flower, "simulate", *common, "--cpus-per-client", "1", "--run-dir", str(OUT / "sim-2")],
         "deploy": [*deploy, "--run-dir", str(OUT / "deploy")],
         "deploy-fast": [*deploy, "--fast-nodes", "--run-dir", str(OUT / "deploy-fast")],
     }
     results = {}
-    for name, folder in engines(deploy_clients).items():
+    for name, folder in engines(clients).items():
         print(f"[bench] {name} ...", flush=True)
         r = measure(folder, argv[folder])
         results[name] = {"wall": r["wall"], "peak_gb": r["peak_gb"]}
-    (OUT / "results.json").write_text(json.dumps({"deploy_clients": deploy_clients, "results": results}, indent=1))
+    (OUT / "results.json").write_text(json.dumps({"clients": clients, "results": results}, indent=1))
 
 
 def report() -> str:
     """The table, from results.json, the engines' logs and their run folders."""
     doc = json.loads((OUT / "results.json").read_text())
-    results, base, n_deploy = doc["results"], doc["results"]["in-process"], doc["deploy_clients"]
+    results, base, n_clients = doc["results"], doc["results"]["in-process"], doc["clients"]
     reference = checkpoints.load_model_state(OUT / "in-process" / "cifar10" / "federated")
     base_rounds = json.loads((OUT / "in-process.log").read_text().split("ROUNDS ")[1].splitlines()[0])
     base_steady = sum(base_rounds[1:]) / len(base_rounds[1:])
     lines = ["| engine | wall | vs in-process | per round (mean of rounds 2-3) | overhead per round | peak memory, "
              "all processes | final accuracy | weights vs in-process |", "|---|---|---|---|---|---|---|---|"]
-    for name, folder in engines(n_deploy).items():
+    for name, folder in engines(n_clients).items():
         r = results[name]
         metrics, acc = records(OUT / folder)
         if folder == "in-process":
@@ -153,14 +154,12 @@ def report() -> str:
             overhead = " / ".join(f"{a - b:.1f}" for a, b in zip(rounds, work, strict=True)) + " s"
         state = checkpoints.load_model_state(OUT / folder / "cifar10" / "federated")
         same = "bit-identical" if all(torch.equal(state[k], reference[k]) for k in reference) else "differ"
-        if folder.startswith("deploy") and n_deploy != 10:
-            same = f"- ({n_deploy} clients)"
         steady = sum(rounds[1:]) / len(rounds[1:])
         lines.append(f"| {name} | {r['wall']:.0f} s | {r['wall'] / base['wall']:.2f}x | "
                      f"{' / '.join(f'{x:.1f}' for x in rounds)} s ({steady / base_steady:.2f}x) | "
                      f"{overhead} | {r['peak_gb']:.2f} GB ({r['peak_gb'] / base['peak_gb']:.1f}x) | {acc:.3f} | "
                      f"{same} |")
-    note = (f"10 clients x 500 CIFAR-10 images (JPEG copy; deployments: {n_deploy} clients), small ViT patch 8 at "
+    note = (f"{n_clients} clients x 500 CIFAR-10 images (JPEG copy), small ViT patch 8 at "
             f"32x32, 3 rounds, 1 torch thread per client; {os.cpu_count()} cores shared with other work.")
     return "\n".join(lines) + "\n\n" + note
 
@@ -169,10 +168,10 @@ def main() -> None:
     """Run every engine (unless --report: only rebuild the table from the last run) and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--report", action="store_true", help="only rebuild the table from the last run")
-    ap.add_argument("--deploy-clients", type=int, default=10, help="clients (SuperNodes) of the deployments")
+    ap.add_argument("--clients", type=int, default=10, help="clients on every engine (SuperNodes of a deployment)")
     args = ap.parse_args()
     if not args.report:
-        run_all(args.deploy_clients)
+        run_all(args.clients)
     table = report()
     (OUT / "table.md").write_text(table + "\n")
     print(table)
