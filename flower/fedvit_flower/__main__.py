@@ -4,15 +4,14 @@
     python -m fedvit_flower deploy --profile smoke --clients 2 # SuperLink + N SuperNodes as processes on loopback
 
 `simulate` and `deploy` start a SuperLink (and the SuperNodes) themselves, run `flwr run --stream`, check
-the run's status (Flower exits 0 even for a failed run), print a summary and stop every process they
-started; they exit non-zero when the run failed or trained nothing. A client machine of a real federation
+the run's status (Flower exits 0 even for a failed run), say where the records are and stop every process
+they started; they exit non-zero when the run failed or trained nothing. A client machine of a real federation
 runs Flower's own `flower-supernode` (docs/flower.md). `deploy --fast-nodes` opts into fedvit_flower.fast_nodes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,23 +34,9 @@ def _run_config(args: argparse.Namespace) -> dict:
     return cfg
 
 
-def summary(settings: Settings) -> str:
-    """Lines naming the run folder, the round times, accuracy and the Eq. 14 check, from the run's records."""
+def _records(settings: Settings) -> str:
     folder = settings.run_dir / settings.dataset
-    metrics = json.loads((folder / "federated" / "metrics.json").read_text())
-    check = json.loads((folder / "encryption_check.json").read_text())["clients"]
-    last = [r for r in metrics["history"] if r["model"] == "integrated" and r["scope"] == "all"
-            and r["round"] == metrics["steps"]]
-    same, total = sum(c["identical_count"] for c in check), sum(c["n_test"] for c in check)
-    enc = sum(c["acc_encrypted"] * c["n_test"] for c in check) / max(total, 1)
-    missing = {r: m for r, m in metrics["missing"].items() if m}
-    return "\n".join([
-        f"[flower] {settings.profile.name}: {metrics['steps_done']} rounds, "
-        + ", ".join(f"{float(s):.1f}" for s in metrics["round_seconds"].values()) + " s per round"
-        + (f"; clients missing {missing}" if missing else ""),
-        f"[flower] integrated model: accuracy {last[0]['accuracy']:.3f} on plain, {enc:.3f} on encrypted test images; "
-        f"identical predictions {same}/{total} (Eq. 14) on {len(check)} clients" if last else "[flower] no scores",
-        f"[flower] records: {folder}/federated/history.csv, metrics.json; {folder}/encryption_check.json"])
+    return f"[flower] records: {folder}/federated/history.csv, metrics.json; {folder}/encryption_check.json"
 
 
 def simulate(args: argparse.Namespace) -> None:
@@ -64,7 +49,7 @@ def simulate(args: argparse.Namespace) -> None:
         tic = time.perf_counter()
         cluster.run(cfg, f"num-supernodes={settings.profile.num_clients} client-resources-num-cpus={cpus}")
         print(f"[flower] simulation finished in {time.perf_counter() - tic:.0f} s", flush=True)
-    print(summary(settings))
+    print(_records(settings))
 
 
 def deploy(args: argparse.Namespace) -> None:
@@ -79,7 +64,7 @@ def deploy(args: argparse.Namespace) -> None:
         tic = time.perf_counter()
         cluster.run(cfg)
         print(f"[flower] deployment finished in {time.perf_counter() - tic:.0f} s", flush=True)
-    print(summary(settings))
+    print(_records(settings))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -155,11 +155,6 @@ class Cluster:
                                          "--insecure", "--parent-pid", str(node.pid)], env)
         return node
 
-    def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-        """Run a `flwr` command against this cluster's connection."""
-        return subprocess.run([str(BIN / "flwr"), *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, cwd=self.folder)
-
     def run(self, run_config: dict, federation_config: str | None = None, timeout: float = 3600.0,
             echo: bool = True) -> dict:
         """`flwr run` the app, streaming its log, then read the run's status back; returns `flwr ls`'s record."""
@@ -182,7 +177,8 @@ class Cluster:
 
     def status(self) -> dict:
         """The newest run's record from `flwr ls` (status is e.g. 'finished:completed' or 'finished:failed')."""
-        res = self.flwr("ls", "fedvit", "--format", "json")
+        res = subprocess.run([str(BIN / "flwr"), "ls", "fedvit", "--format", "json"], env=self.env, text=True,
+                             capture_output=True, timeout=120, cwd=self.folder)
         try:
             runs = json.loads(res.stdout).get("runs", [])
         except json.JSONDecodeError as exc:

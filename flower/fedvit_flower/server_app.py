@@ -182,8 +182,9 @@ class PaperFedAvg(FlowerFedAvg):
             "training_seed": p.training_seed, "key_kind": p.key_kind,
             "key_seed": "OS entropy" if s.key_seed is None else s.key_seed, "clients": checks})
         same, total = sum(c["identical_count"] for c in checks), sum(c["n_test"] for c in checks)
-        print(f"[flower] Eq. 14 on {len(checks)} clients: identical predictions on {same}/{total} encrypted test "
-              f"images", flush=True)
+        plain, enc = (sum(c[k] * c["n_test"] for c in checks) / max(total, 1) for k in ("acc_plain", "acc_encrypted"))
+        print(f"[flower] integrated model: accuracy {plain:.3f} on plain, {enc:.3f} on encrypted test images; "
+              f"identical predictions {same}/{total} (Eq. 14) on {len(checks)} clients", flush=True)
         if rows:
             self.last_round["rows"] += [union_row(rows, round=p.rounds, model="integrated"), *rows]
         self._save()

@@ -148,7 +148,7 @@ def client_key(state: ClientState, key_seed: int | None, keys_dir: str | None) -
         if (key.kind, key.image_size, key.patch_size) != (p.key_kind, size, block):
             raise ValueError(f"{path} holds a {key.kind} key for {key.image_size} images with block {key.patch_size}, "
                              f"not the {(p.key_kind, size, block)} this run needs; key files are never replaced: "
-                             f"give the node another keys-dir.")
+                             f"give the SuperNode another keys-dir.")
         return key, True
     if key_seed is None:
         key = generate_key(size, block, 3, p.key_kind, seed=None)
