@@ -130,18 +130,19 @@ bench: venv ## encryption and federated-training benchmarks
 	$(BIN)/python benchmarks/bench_encryption.py
 	$(BIN)/python benchmarks/bench_federated.py
 
-bench-flower: flower-venv ## Flower simulation and deployment benchmark
-	$(BIN)/python benchmarks/bench_flower.py
+bench-flower: flower-venv ## Flower engines against the in-process engine (BENCH_FLAGS=--clients 5 where memory is short)
+	$(BIN)/python benchmarks/bench_flower.py $(BENCH_FLAGS)
 
-# The Flower app (README, "Flower: beyond one process"): one simulated client per partition of the profile, or
+# The Flower app (docs/flower.md): one simulated client per partition of the profile, or
 # a SuperLink and N SuperNodes as separate processes on this machine. CLIENTS unset: the profile's num_clients.
+# FLOWER_FLAGS=--fast-nodes: warm SuperNodes on Flower 1.42 internals (opt-in; docs/flower.md).
 CLIENTS ?=
 FLOWER_PROFILE = $(or $(PROFILE),$(FEDVIT_PROFILE),quick)
 flower-sim: flower-venv ## the Flower app, one simulated client per partition (CLIENTS=)
 	$(BIN)/python -m fedvit_flower simulate --profile $(FLOWER_PROFILE) $(if $(CLIENTS),--clients $(CLIENTS))
 
-flower-deploy: flower-venv ## the Flower app as a SuperLink and SuperNode processes on this machine
-	$(BIN)/python -m fedvit_flower deploy --profile $(FLOWER_PROFILE) $(if $(CLIENTS),--clients $(CLIENTS))
+flower-deploy: flower-venv ## the Flower app as a SuperLink and N SuperNodes on this machine (CLIENTS=, FLOWER_FLAGS=)
+	$(BIN)/python -m fedvit_flower deploy --profile $(FLOWER_PROFILE) $(if $(CLIENTS),--clients $(CLIENTS)) $(FLOWER_FLAGS)
 
 # A slice of the paper profile on a CUDA GPU (says so and exits 0 where there is none); writes figures/gpu-check/.
 gpu-check: venv ## a slice of the paper profile on a CUDA GPU (exits 0 without one)

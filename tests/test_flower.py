@@ -1,17 +1,16 @@
-"""The Flower app (flower/, issue 12): same training as the in-process engine, deployment, faults, no secret sent.
+"""The Flower app (flower/): same training as the in-process engine, deployment, faults, no secret sent.
 
 Each test runs real Flower processes on loopback through `fedvit_flower.launch.Cluster`, whose `with`
 block stops every process it started by PID (SIGTERM, then SIGKILL, children included), even when the
-test fails. Smoke sizes; one torch thread per client so runs are bit-for-bit repeatable.
+test fails. SuperNodes are Flower's own (the default, public path). Smoke sizes; one torch thread per
+client so runs are bit-for-bit repeatable.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import stat
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,7 +29,8 @@ from fedvit_utils.study.figures import accuracy_curves
 from fedvit_utils.study.run import StudyRun
 
 try:
-    from fedvit_flower import launch, task
+    from fedvit_flower import config, launch, task
+    from flwr.app import Array, ArrayRecord
 except ImportError as exc:  # the test command installs it: a missing install must fail, not skip
     raise ImportError(f"{exc}: run `make test` (it installs requirements-flower.txt and the flower/ app)") from exc
 
@@ -166,7 +166,7 @@ def test_deployment_two_supernodes_keep_their_keys_and_encrypted_models(tmp_path
         relay = Relay(cluster.link_port)
         try:
             for i in range(2):
-                cluster.node(i, 2, str(cifar_root), str(keys[i]), superlink=f"127.0.0.1:{relay.port}")
+                cluster.supernode(i, str(cifar_root), str(keys[i]), superlink=f"127.0.0.1:{relay.port}")
             record = cluster.run(cfg, timeout=600, echo=False)
             with pytest.raises(launch.RunFailed, match="finished:failed"):  # a failing run is reported as failed
                 cluster.run({**cfg, "profile": "no-such-profile"}, timeout=300, echo=False)
@@ -196,21 +196,20 @@ def test_deployment_two_supernodes_keep_their_keys_and_encrypted_models(tmp_path
         for what, windows in _secrets(key, model).items():
             assert not any(w in sent for w in windows), f"node {i}'s {what} reached the server"
     # ... while the same search does find what the nodes did send: client 0's round-1 update, recomputed here.
-    state = task.node(task.profile_json(profile), "cifar10", 0, str(cifar_root), 1)
+    state = task.client_state(config.profile_json(profile), "cifar10", 0, str(cifar_root), 1)
     update = state.trainer.fit(state.model, dict(build_model(profile, 10).state_dict()), state.train, 0, 0)
     assert all(w in sent for w in _windows(update.state["patch_embed.proj.weight"].contiguous()))
 
 
-FAULTY_EXECUTOR = """
-import sys
+# Every Python process of one SuperNode (the SuperNode, Flower's SuperExec and each ClientApp process it
+# starts) imports this from its PYTHONPATH: that client's training raises, as on a machine whose disk is full.
+FAULTY_CLIENT = """
 from fedvit_utils.federated.client import LocalTraining
 
 def broken_fit(*args, **kwargs):
     raise RuntimeError("disk full (injected by test_flower)")
 
 LocalTraining.fit = broken_fit
-from fedvit_flower.executor import main
-main(sys.argv[1:])
 """
 
 
@@ -219,9 +218,11 @@ def test_a_killed_node_and_a_failing_client_are_left_out(tmp_path, cifar_root):
            "run-dir": str(tmp_path / "server"), "round-timeout": 150.0}
     with launch.Cluster(tmp_path / "faults") as cluster:
         cluster.superlink()
-        cluster.node(0, 3, str(cifar_root))
-        cluster.node(1, 3, str(cifar_root), executor=[sys.executable, "-c", FAULTY_EXECUTOR])
-        cluster.node(2, 3, str(cifar_root))
+        (tmp_path / "faulty").mkdir()
+        (tmp_path / "faulty" / "sitecustomize.py").write_text(FAULTY_CLIENT)
+        cluster.supernode(0, str(cifar_root))
+        cluster.supernode(1, str(cifar_root), env={"PYTHONPATH": f"{tmp_path / 'faulty'}:{cluster.env['PYTHONPATH']}"})
+        cluster.supernode(2, str(cifar_root))
         results: list = []
         runner = threading.Thread(target=lambda: results.append(cluster.run(cfg, timeout=900, echo=False)))
         runner.start()
@@ -244,7 +245,7 @@ def test_a_killed_node_and_a_failing_client_are_left_out(tmp_path, cifar_root):
     assert sorted(trained["client"].astype(int).unique()) == [0]
     assert (tmp_path / "server/cifar10/federated/model.pt").exists()
     assert [c["client"] for c in check] == [0, 1]  # the failing client still encrypts; the dead one cannot
-    assert os.path.getsize(cluster.logs / "executor1.log") > 0
+    assert b"disk full" in (cluster.logs / "supernode1.log").read_bytes()  # the failing client logged why
 
 
 def test_packed_weights_are_bit_exact_and_checked_against_the_layout():
@@ -256,26 +257,26 @@ def test_packed_weights_are_bit_exact_and_checked_against_the_layout():
     assert list(back) == list(state)
     assert all(back[k].dtype == state[k].dtype and torch.equal(back[k], state[k]) for k in state)
     with pytest.raises(ValueError, match="differs"):
-        task.unpack({**arrays, "<f4": torch.zeros(15).numpy()}, layout)
+        task.unpack(ArrayRecord({**arrays, "<f4": Array(torch.zeros(15).numpy())}), layout)
 
 
 def test_run_config_selects_the_profile_and_refuses_what_the_app_cannot_run():
-    s = task.read_settings({"profile": "smoke", "overrides": "num_clients=3 rounds=4"})
+    s = config.read_settings({"profile": "smoke", "overrides": "num_clients=3 rounds=4"})
     assert (s.profile.num_clients, s.profile.rounds, s.key_seed, s.dataset) == (3, 4, None, "cifar10")
-    assert task.profile_from_json(task.profile_json(s.profile)).training_settings() == s.profile.training_settings()
-    assert task.read_settings({"key-seed": 5}).key_seed == 5
+    assert config.profile_from_json(config.profile_json(s.profile)).training_settings() == s.profile.training_settings()
+    assert config.read_settings({"key-seed": 5}).key_seed == 5
     with pytest.raises(ValueError, match="FedAvg"):
-        task.read_settings({"overrides": "aggregation=fedsgd"})
+        config.read_settings({"overrides": "aggregation=fedsgd"})
     with pytest.raises(ValueError, match="unknown run-config"):
-        task.read_settings({"rounds": 3})
+        config.read_settings({"rounds": 3})
 
 
-def test_supernode_wrapper_finds_the_idle_poll_of_the_pinned_flower():
+def test_fast_nodes_find_the_idle_poll_of_the_pinned_flower():
     import flwr.supernode.start_client_internal as loop
-    from fedvit_flower import supernode
+    from fedvit_flower import fast_nodes
 
     original = loop.time
     try:
-        assert supernode.patch(0.2) and loop.time.idle == 0.2 and loop.time.monotonic is original.monotonic
+        assert fast_nodes.patch_idle_poll(0.2) and loop.time.idle == 0.2 and loop.time.monotonic is original.monotonic
     finally:
         loop.time = original

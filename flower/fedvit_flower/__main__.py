@@ -1,29 +1,28 @@
-"""Command line of the Flower app: one command per way to run (README, "Flower: beyond one process").
+"""Command line of the Flower app: one command per way to run (docs/flower.md).
 
     python -m fedvit_flower simulate --profile quick          # Flower's simulation engine, one client per partition
     python -m fedvit_flower deploy --profile smoke --clients 2 # SuperLink + N SuperNodes as processes on loopback
-    python -m fedvit_flower node --superlink HOST:9092 --partition-id 3 --num-partitions 10 --data DIR --keys-dir DIR
 
 `simulate` and `deploy` start a SuperLink (and the SuperNodes) themselves, run `flwr run --stream`, check
-the run's status (Flower exits 0 even for a failed run), print a summary and stop every process they
-started; they exit non-zero when the run failed or trained nothing. `node` is what each client machine runs.
+the run's status (Flower exits 0 even for a failed run), say where the records are and stop every process
+they started; they exit non-zero when the run failed or trained nothing. A client machine of a real federation
+runs Flower's own `flower-supernode` (docs/flower.md). `deploy --fast-nodes` opts into fedvit_flower.fast_nodes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from fedvit_flower import launch, task
-from fedvit_utils.profiles import default_profile
+from fedvit_flower import launch
+from fedvit_flower.config import Settings, read_settings
 
 
 def _run_config(args: argparse.Namespace) -> dict:
+    from fedvit_utils.profiles import default_profile
+
     overrides = " ".join(x for x in (args.overrides, f"num_clients={args.clients}" if args.clients else "",
                                      f"rounds={args.rounds}" if args.rounds else "") if x)
     cfg = {"profile": args.profile or default_profile(), "overrides": overrides, "restart": args.restart,
@@ -35,78 +34,37 @@ def _run_config(args: argparse.Namespace) -> dict:
     return cfg
 
 
-def summary(settings: task.Settings) -> str:
-    """Lines naming the run folder, the round times, accuracy and the Eq. 14 check, from the run's records."""
+def _records(settings: Settings) -> str:
     folder = settings.run_dir / settings.dataset
-    metrics = json.loads((folder / "federated" / "metrics.json").read_text())
-    check = json.loads((folder / "encryption_check.json").read_text())["clients"]
-    rounds = metrics["round_seconds"]
-    last = [r for r in metrics["history"] if r["model"] == "integrated" and r["scope"] == "all"
-            and r["round"] == metrics["steps"]]
-    same, total = sum(c["identical_count"] for c in check), sum(c["n_test"] for c in check)
-    enc = sum(c["acc_encrypted"] * c["n_test"] for c in check) / max(total, 1)
-    missing = {r: m for r, m in metrics["missing"].items() if m}
-    return "\n".join([
-        f"[flower] {settings.profile.name}: {metrics['steps_done']} rounds, "
-        + ", ".join(f"{float(s):.1f}" for s in rounds.values()) + " s per round"
-        + (f"; clients missing {missing}" if missing else ""),
-        f"[flower] integrated model: accuracy {last[0]['accuracy']:.3f} on plain, {enc:.3f} on encrypted test images; "
-        f"identical predictions {same}/{total} (Eq. 14) on {len(check)} clients" if last else "[flower] no scores",
-        f"[flower] records: {folder}/federated/history.csv, metrics.json; {folder}/encryption_check.json"])
+    return f"[flower] records: {folder}/federated/history.csv, metrics.json; {folder}/encryption_check.json"
 
 
 def simulate(args: argparse.Namespace) -> None:
     """Flower's simulation engine (Ray): one simulated SuperNode per partition of the profile."""
     cfg = _run_config(args)
-    settings = task.read_settings(cfg)
+    settings = read_settings(cfg)
     cpus = f"{args.cpus_per_client:g}"  # Flower takes 2, not 2.0
     with launch.Cluster(settings.run_dir / "flower") as cluster:
         cluster.superlink(simulation=True)
         tic = time.perf_counter()
         cluster.run(cfg, f"num-supernodes={settings.profile.num_clients} client-resources-num-cpus={cpus}")
         print(f"[flower] simulation finished in {time.perf_counter() - tic:.0f} s", flush=True)
-    print(summary(settings))
+    print(_records(settings))
 
 
 def deploy(args: argparse.Namespace) -> None:
-    """A SuperLink and one SuperNode (+ warm executor) per partition as separate processes on this machine."""
+    """A SuperLink and one SuperNode per partition as separate processes on this machine."""
     cfg = _run_config(args)
-    settings = task.read_settings(cfg)
-    n = settings.profile.num_clients
-    with launch.Cluster(settings.run_dir / "flower", args.idle_poll) as cluster:
+    settings = read_settings(cfg)
+    with launch.Cluster(settings.run_dir / "flower", args.fast_nodes, args.idle_poll) as cluster:
         cluster.superlink()
-        keys = settings.run_dir / "node-keys"
-        for i in range(n):
-            cluster.node(i, n, args.data, str(keys / f"node{i:02d}") if args.keep_keys else None)
+        for i in range(settings.profile.num_clients):
+            keys = str(settings.run_dir / "client-keys" / f"client{i:02d}") if args.keep_keys else None
+            cluster.supernode(i, args.data, keys)
         tic = time.perf_counter()
         cluster.run(cfg)
         print(f"[flower] deployment finished in {time.perf_counter() - tic:.0f} s", flush=True)
-    print(summary(settings))
-
-
-def node(args: argparse.Namespace) -> None:
-    """One client machine: a SuperNode (process isolation) and its warm executor, until Ctrl-C."""
-    config = {"partition-id": args.partition_id, "num-partitions": args.num_partitions}
-    config.update({k: v for k, v in (("data", args.data), ("keys-dir", args.keys_dir)) if v})
-    tls = ["--root-certificates", args.root_certificates] if args.root_certificates else ["--insecure"]
-    # Flower 1.42 needs only the private key here (its --auth-supernode-public-key is deprecated); the public
-    # key is registered on the SuperLink's side with `flwr supernode register` (README).
-    auth = ["--auth-supernode-private-key", args.auth_private_key] if args.auth_private_key else []
-    env = launch.flower_env(Path(args.flwr_home).expanduser().resolve())
-    env["FEDVIT_FLOWER_IDLE_POLL"] = str(args.idle_poll)
-    supernode = subprocess.Popen([sys.executable, "-m", "fedvit_flower.supernode", *tls, *auth,
-                                  "--superlink", args.superlink, "--isolation", "process", "--host", "127.0.0.1",
-                                  "--port", str(args.port), "--node-config", launch.toml_config(config)], env=env)
-    executor = subprocess.Popen([sys.executable, "-m", "fedvit_flower.executor", "--runtime-api-address",
-                                 f"127.0.0.1:{args.port}", "--insecure", "--parent-pid", str(supernode.pid)], env=env)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        supernode.wait()
-    finally:
-        for proc in (executor, supernode):
-            proc.terminate()
-        for proc in (executor, supernode):
-            proc.wait(30)
+    print(_records(settings))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,24 +85,14 @@ def main(argv: list[str] | None = None) -> None:
         p.set_defaults(func=func)
     sub.choices["simulate"].add_argument("--cpus-per-client", type=float, default=1.0,
                                          help="Ray CPUs per ClientApp: 2 cores and 1 CPU each = 2 clients at a time")
-    sub.choices["deploy"].add_argument("--idle-poll", type=float, default=0.2,
-                                       help="seconds between an idle SuperNode's requests (Flower's own: 3)")
-    sub.choices["deploy"].add_argument("--data", default=None, help="every node's data folder (default: the project's)")
+    sub.choices["deploy"].add_argument("--data", default=None, help="every client's data folder (default: the "
+                                       "project's)")
     sub.choices["deploy"].add_argument("--keep-keys", action="store_true",
-                                       help="each node keeps its key in <run-dir>/node-keys/nodeNN (owner-only)")
-    n = sub.add_parser("node", help=node.__doc__)
-    n.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink's Fleet API")
-    n.add_argument("--partition-id", type=int, required=True)
-    n.add_argument("--num-partitions", type=int, required=True)
-    n.add_argument("--data", default=None, help="this node's data folder (default: the project's data setting)")
-    n.add_argument("--keys-dir", default=None, help="private folder for this node's key (default: memory only)")
-    n.add_argument("--port", type=int, default=9094, help="the SuperNode's local Runtime API port")
-    n.add_argument("--root-certificates", default=None, help="CA certificate of the SuperLink (TLS)")
-    n.add_argument("--auth-private-key", default=None, help="this node's private key (SuperNode authentication)")
-    n.add_argument("--flwr-home", default="~/.flwr", help="Flower's home folder on this machine")
-    n.add_argument("--idle-poll", type=float, default=3.0,
-                   help="seconds between an idle node's requests for work (Flower's fixed 3; deploy uses 0.2)")
-    n.set_defaults(func=node)
+                                       help="each client keeps its key in <run-dir>/client-keys/clientNN (owner-only)")
+    sub.choices["deploy"].add_argument("--fast-nodes", action="store_true", help="warm executor and short idle "
+                                       "poll on Flower's internals (flwr 1.42.* only; else Flower's own SuperNodes)")
+    sub.choices["deploy"].add_argument("--idle-poll", type=float, default=0.2, help="with --fast-nodes: seconds "
+                                       "between an idle SuperNode's requests (Flower's own: 3)")
     args = ap.parse_args(argv)
     try:
         args.func(args)

@@ -1,20 +1,16 @@
 """Start, run and stop the processes of a Flower federation on this machine, every one by its PID.
 
-Flower 1.42 frictions handled here (README, "Flower: beyond one process"): connections live in
-$FLWR_HOME/config.toml (written here, per run folder, never ~/.flwr); the SuperLink would `uv sync` the
-app's dependencies on every run (switched off: the checkout is installed); `flwr run` is asynchronous
-unless streamed and exits 0 even when the run failed (the status is read back with `flwr ls`); a
-SuperNode on a machine shared with others needs its own Runtime API port; and stopping a SuperLink or a
-SuperNode can leave child processes behind, so every process started gets a marker in its environment
-and `Cluster.stop` ends each one still carrying it, by PID (SIGTERM, then SIGKILL).
-
-SuperNodes run with `--isolation process` beside a warm executor (`fedvit_flower.executor`), so a
-node's ClientApp, torch and data stay loaded across rounds, and ask for work every `idle_poll` seconds
-instead of Flower's fixed 3 (`fedvit_flower.supernode`).
+Flower 1.42 frictions handled here: connections live in $FLWR_HOME/config.toml (written per run folder,
+never ~/.flwr); the SuperLink's `uv sync` of the app per run is switched off (the checkout is installed);
+`flwr run` exits 0 even when the run failed (the status is read back with `flwr ls`); a SuperNode on a
+shared machine needs its own Runtime API port; and stopping a SuperLink or SuperNode can leave children
+behind, so every process started carries a marker in its environment and `Cluster.stop` ends each one
+still carrying it, by PID. SuperNodes are Flower's own unless `fast_nodes` (fedvit_flower.fast_nodes).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -29,22 +25,42 @@ APP_DIR = Path(__file__).resolve().parent.parent  # flower/: the Flower app (pyp
 SHIMS = APP_DIR / "shims"
 MARK = "FEDVIT_FLOWER_CLUSTER"
 BIN = Path(sys.executable).parent
+FAST_NODES_FLOWER = "1.42."  # the Flower whose internals fedvit_flower.fast_nodes uses
 
 
 class RunFailed(RuntimeError):
     """A Flower run did not finish as completed; the message names its status and where the logs are."""
 
 
-def flower_env(home: Path, mark: str = "") -> dict[str, str]:
-    """Environment of Flower's processes: own config home, no telemetry, no runtime installs, Ray quiet."""
+def flower_version() -> str:
+    """The installed Flower's version."""
+    return importlib.metadata.version("flwr")
+
+
+def use_fast_nodes(requested: bool) -> bool:
+    """Whether SuperNodes get --fast-nodes: only if asked and on Flower 1.42.*; else one line why, public path."""
+    if not requested:
+        return False
+    if flower_version().startswith(FAST_NODES_FLOWER):
+        return True
+    print(f"[flower] --fast-nodes is written for flwr {FAST_NODES_FLOWER}*, this is {flower_version()}: "
+          f"SuperNodes run Flower's own flower-supernode", flush=True)
+    return False
+
+
+def flower_env(home: Path, mark: str = "", idle_poll: float | None = None) -> dict[str, str]:
+    """Environment of Flower's processes: own config home, no telemetry, no runtime installs, Ray quiet;
+    with `idle_poll` (fast nodes only) also the SuperNodes' idle poll and the SuperExec's task poll."""
     env = dict(os.environ)
     env.update({
         "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_DISABLE_USAGE_STATS": "1",
-        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
         "PYTHONPATH": os.pathsep.join(p for p in (str(SHIMS), env.get("PYTHONPATH", "")) if p),
         "PYTHONUNBUFFERED": "1", "PATH": os.pathsep.join((str(BIN), env.get("PATH", ""))),
     })
+    if idle_poll is not None:
+        env.update({"FEDVIT_FLOWER_IDLE_POLL": str(idle_poll), "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"})
     if mark:
         env[MARK] = mark
     return env
@@ -86,13 +102,13 @@ def toml_config(values: dict) -> str:
 class Cluster:
     """The Flower processes of one run on this machine; a `with` block stops every one of them by PID."""
 
-    def __init__(self, folder: str | os.PathLike, idle_poll: float = 0.2) -> None:
+    def __init__(self, folder: str | os.PathLike, fast_nodes: bool = False, idle_poll: float = 0.2) -> None:
         self.folder = Path(folder).resolve()
         self.home = self.folder / "flwr-home"
         self.logs = self.folder / "logs"
         self.mark = uuid.uuid4().hex
-        self.env = flower_env(self.home, self.mark)
-        self.env["FEDVIT_FLOWER_IDLE_POLL"] = str(idle_poll)  # SuperNodes' idle poll (fedvit_flower.supernode)
+        self.fast_nodes = use_fast_nodes(fast_nodes)
+        self.env = flower_env(self.home, self.mark, idle_poll if self.fast_nodes else None)
         self.procs: dict[str, subprocess.Popen] = {}
         self.link_port: int | None = None
 
@@ -104,11 +120,11 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         """Start `argv` in its own session (so a signal to its group reaches its children); output to logs/."""
         with open(self.logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -124,28 +140,20 @@ class Cluster:
         wait_port(self.link_port, timeout, proc)
         return f"127.0.0.1:{self.link_port}"
 
-    def node(self, client: int, num_clients: int, data: str | None = None, keys_dir: str | None = None,
-             executor: list[str] | None = None, superlink: str | None = None
-             ) -> tuple[subprocess.Popen, subprocess.Popen]:
-        """A SuperNode for partition `client` (process isolation) and its warm executor; `executor` overrides
-        the executor's command (tests inject faults with it), `superlink` the address the node dials."""
-        port = free_port()
-        config = {"partition-id": client, "num-partitions": num_clients}
-        config.update({k: v for k, v in (("data", data), ("keys-dir", keys_dir)) if v})
-        node = self.start(f"supernode{client}", [
-            sys.executable, "-m", "fedvit_flower.supernode", "--insecure",
-            "--superlink", superlink or f"127.0.0.1:{self.link_port}",
-            "--isolation", "process", "--host", "127.0.0.1", "--port", str(port),
-            "--node-config", toml_config(config)])
-        argv = executor or [sys.executable, "-m", "fedvit_flower.executor"]
-        worker = self.start(f"executor{client}", [*argv, "--runtime-api-address", f"127.0.0.1:{port}", "--insecure",
-                                                  "--parent-pid", str(node.pid)])
-        return node, worker
-
-    def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-        """Run a `flwr` command against this cluster's connection."""
-        return subprocess.run([str(BIN / "flwr"), *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, cwd=self.folder)
+    def supernode(self, client: int, data: str | None = None, keys_dir: str | None = None,
+                  superlink: str | None = None, env: dict | None = None) -> subprocess.Popen:
+        """A SuperNode serving partition `client` (fast nodes: and its warm executor); `superlink` overrides the
+        address it dials, `env` adds to its environment and its children's (tests inject faults with it)."""
+        port, config = free_port(), {"partition-id": client, "data": data or "", "keys-dir": keys_dir or ""}
+        flags = ["--insecure", "--superlink", superlink or f"127.0.0.1:{self.link_port}", "--host", "127.0.0.1",
+                 "--port", str(port), "--node-config", toml_config(config)]
+        if not self.fast_nodes:
+            return self.start(f"supernode{client}", [str(BIN / "flower-supernode"), *flags], env)
+        fast = [sys.executable, "-m", "fedvit_flower.fast_nodes"]
+        node = self.start(f"supernode{client}", [*fast, "supernode", *flags, "--isolation", "process"], env)
+        self.start(f"executor{client}", [*fast, "executor", "--runtime-api-address", f"127.0.0.1:{port}",
+                                         "--insecure", "--parent-pid", str(node.pid)], env)
+        return node
 
     def run(self, run_config: dict, federation_config: str | None = None, timeout: float = 3600.0,
             echo: bool = True) -> dict:
@@ -169,7 +177,8 @@ class Cluster:
 
     def status(self) -> dict:
         """The newest run's record from `flwr ls` (status is e.g. 'finished:completed' or 'finished:failed')."""
-        res = self.flwr("ls", "fedvit", "--format", "json")
+        res = subprocess.run([str(BIN / "flwr"), "ls", "fedvit", "--format", "json"], env=self.env, text=True,
+                             capture_output=True, timeout=120, cwd=self.folder)
         try:
             runs = json.loads(res.stdout).get("runs", [])
         except json.JSONDecodeError as exc:

@@ -1,26 +1,28 @@
-"""A warm executor for a process-isolated SuperNode: one long-lived process runs every ClientApp task.
+"""--fast-nodes: a warm executor and a short idle poll for SuperNodes, on Flower 1.42's internals (opt-in).
 
-In Flower 1.42 deployment a SuperNode hands each message to a SuperExec, which starts a fresh
-`flwr-clientapp` process for it: Flower, torch and timm are imported, the model built and the data
-decoded again every round (5-10 s plus the imports here). Flower's warm executors exist only for other
-task types on Kubernetes. What Flower does allow is `flower-supernode --isolation process`: the node
-then waits for an executor of the user's choosing on its Runtime API (`--port`). This is that executor:
-it acquires the node's ClientApp tasks, one at a time, and runs each in this process with Flower's own
-task protocol (pull the message, context and app bundle, call the ClientApp, push the reply and the
-context), so imports, the model and the decoded data stay warm across rounds. A ClientApp that raises
-is answered with Flower's error reply, as `flwr-clientapp` does, and the executor goes on.
+Everything here uses Flower modules outside its documented API (`flwr.proto`, `flwr.supercore`,
+`flwr.supernode.runtime`, the SuperNode's main loop); `launch.use_fast_nodes` allows it on flwr 1.42.* only.
+- The warm executor: a Flower 1.42 SuperNode starts a fresh `flwr-clientapp` process per message (torch,
+  timm, model and data loaded again every round). With `--isolation process` it instead waits for an
+  executor on its Runtime API (`--port`); this one runs every ClientApp task in one long-lived process
+  with Flower's task protocol (pull message, context and app bundle; call the node's installed ClientApp;
+  push reply and context), answering a ClientApp that raises with Flower's error reply, as
+  `flwr-clientapp` does.
+- The idle poll: an idle SuperNode sleeps a hard-coded 3 s before asking again, and it asks right after
+  replying, before the server has integrated the round. `supernode` runs Flower's SuperNode command with
+  that one sleep taken from $FEDVIT_FLOWER_IDLE_POLL (if the loop is not there: says so, runs unchanged).
 
-The ClientApp it runs is the one installed on the node (`fedvit_flower.client_app` of this checkout);
-the app bundle a run brings is installed as usual but its code is not executed in place of it.
-
-    python -m fedvit_flower.executor --runtime-api-address 127.0.0.1:9094 --insecure [--parent-pid PID]
+    python -m fedvit_flower.fast_nodes executor --runtime-api-address 127.0.0.1:9094 --insecure [--parent-pid PID]
+    FEDVIT_FLOWER_IDLE_POLL=0.2 python -m fedvit_flower.fast_nodes supernode (flower-supernode's flags)
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import signal
+import sys
 import threading
 import time
 from logging import ERROR, INFO
@@ -29,7 +31,7 @@ from flwr.app import Context, Message
 from flwr.app.error import Error
 from flwr.cli.install import install_from_fab
 from flwr.common.constant import ErrorCode, SubStatus
-from flwr.proto.runtime_pb2 import AcquireTaskRequest, SendTaskHeartbeatRequest  # pylint: disable=E0611
+from flwr.proto.runtime_pb2 import AcquireTaskRequest, SendTaskHeartbeatRequest
 from flwr.supercore import log
 from flwr.supercore.constant import TaskType
 from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
@@ -133,19 +135,56 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    return True
+
+
+FLOWER_IDLE_SLEEP = 3  # the literal in flwr 1.42's start_client_internal: `time.sleep(3)`
+
+
+class _Clock:
+    """Stand-in for the `time` module inside start_client_internal: only its idle sleep is changed."""
+
+    def __init__(self, idle: float) -> None:
+        self.idle = idle
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        """Flower's idle sleep becomes `idle`; every other sleep is left as it is."""
+        time.sleep(self.idle if seconds == FLOWER_IDLE_SLEEP else seconds)
+
+
+def patch_idle_poll(idle: float) -> bool:
+    """Shorten the SuperNode's idle poll to `idle` seconds; False (unchanged) if Flower's loop is not there."""
+    import flwr.supernode.start_client_internal as loop
+
+    if f"time.sleep({FLOWER_IDLE_SLEEP})" not in inspect.getsource(loop) or loop.time is not time:
+        print(f"[fedvit] this Flower's SuperNode has no `time.sleep({FLOWER_IDLE_SLEEP})` idle poll: running it "
+              f"unchanged", file=sys.stderr)
+        return False
+    loop.time = _Clock(idle)
     return True
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: the address of the SuperNode's Runtime API and its TLS settings."""
-    ap = argparse.ArgumentParser(prog="python -m fedvit_flower.executor", description=__doc__.split("\n\n")[0])
+    """`executor` (the warm executor's flags) or `supernode` (flower-supernode's flags, short idle poll)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["supernode"]:
+        patch_idle_poll(float(os.environ.get("FEDVIT_FLOWER_IDLE_POLL", FLOWER_IDLE_SLEEP)))
+        from flwr.supernode.cli.flower_supernode import flower_supernode
+
+        sys.argv = ["flower-supernode", *argv[1:]]
+        flower_supernode()
+        return
+    ap = argparse.ArgumentParser(prog="python -m fedvit_flower.fast_nodes executor", description=main.__doc__)
     ap.add_argument("--runtime-api-address", default="127.0.0.1:9094", help="the SuperNode's --host:--port")
     ap.add_argument("--insecure", action="store_true", help="plain HTTP to the SuperNode (same machine)")
     ap.add_argument("--root-certificates", default=None, help="CA certificate of the SuperNode's Runtime API TLS")
     ap.add_argument("--poll", type=float, default=0.05, help="seconds between task requests when idle")
     ap.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(argv[1:] if argv[:1] == ["executor"] else argv)
     serve(args.runtime_api_address, args.insecure, args.root_certificates, args.poll, args.parent_pid)
 
 
