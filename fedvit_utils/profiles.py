@@ -61,6 +61,12 @@ class SecuritySettings:
     position_keys: int = 1  # keys per kind for each position-embedding condition
     jigsaw_images: int = 2  # images for the ciphertext-only jigsaw
     jigsaw_ciphertexts: list[int] = field(default_factory=lambda: [2])  # a client's ciphertexts the jigsaw uses
+    cloud_queries: list[int] = field(default_factory=lambda: [10, 20])  # n of a client's queries the cloud sees
+    cloud_public_images: int = 100  # public (train) images the cloud holds, with their labels
+    cloud_keys: int = 2  # keys per kind for the cloud's view
+    cloud_scored_images: int = 10  # of the n queries, how many recovered images are scored
+    cloud_relearn_images: int = 40  # public images the cloud re-learns the plain embeddings on
+    cloud_relearn_epochs: int = 1
     seed: int = 0  # image samples and demo keys of the security notebook
 
 
@@ -68,6 +74,8 @@ STUDY_SECURITY = dict(  # the quick and cpu profiles: 32x32 images, block 8 (L =
     n_images=1000, known_pairs=[1, 2, 4, 8, 11, 12, 13, 16], known_plaintext_draws=30, n_unseen=100,
     photo_known_pairs=[1, 2], wrong_key_images=2000, n_keys=5, extraction_widths=[96, 384], prior_images=2000,
     position_keys=20, jigsaw_images=64, jigsaw_ciphertexts=[1, 2, 5, 10],
+    cloud_queries=[10, 100, 1000, 10000], cloud_public_images=10000, cloud_keys=5, cloud_scored_images=100,
+    cloud_relearn_images=5000, cloud_relearn_epochs=2,
 )
 
 
