@@ -177,7 +177,7 @@ def cloud_view_study(
     x_all = preprocess.unit(queries[: max(ns)])
     x_public = preprocess.unit(public)
     public_blocks = blocks_of(norm.apply(x_public.double()), p)
-    scored = min(n_scored, min(ns))
+    scored = min(n_scored, min(ns))  # the re-learned key (it uses no query) is scored on as many as the smallest n
     truth, labels = x_all[:n_scored], query_labels[:n_scored]
     base = dict(data=data, image_size=size_label(x_all), patch_size=p, public_images=len(public))
     references = reference_scores(model, truth, labels, public_blocks, norm, predict, base)
