@@ -62,6 +62,12 @@ class SecuritySettings:
     position_keys: int = 1  # keys per kind for each position-embedding condition
     jigsaw_images: int = 2  # images for the ciphertext-only jigsaw
     jigsaw_ciphertexts: list[int] = field(default_factory=lambda: [2])  # a client's ciphertexts the jigsaw uses
+    cloud_queries: list[int] = field(default_factory=lambda: [20])  # n of a client's queries the cloud sees
+    cloud_public_images: int = 100  # public (train) images the cloud holds, with their labels
+    cloud_keys: int = 1  # keys per kind for the cloud's view
+    cloud_scored_images: int = 10  # of the n queries, how many recovered images are scored
+    cloud_relearn_images: int = 40  # public images the cloud re-learns the plain embeddings on
+    cloud_relearn_epochs: int = 1
     seed: int = 0  # image samples and demo keys of the security notebook
 
 
@@ -69,6 +75,8 @@ STUDY_SECURITY = dict(  # the quick and cpu profiles: 32x32 images, block 8 (L =
     n_images=1000, known_pairs=[1, 2, 4, 8, 11, 12, 13, 16], known_plaintext_draws=30, n_unseen=100,
     photo_known_pairs=[1, 2], wrong_key_images=2000, n_keys=5, extraction_widths=[96, 384], prior_images=2000,
     position_keys=20, jigsaw_images=64, jigsaw_ciphertexts=[1, 2, 5, 10],
+    cloud_queries=[10, 100, 1000, 10000], cloud_public_images=10000, cloud_keys=5, cloud_scored_images=100,
+    cloud_relearn_images=5000, cloud_relearn_epochs=2,
 )
 
 
@@ -178,17 +186,19 @@ def _validate(p: Profile) -> None:
     if s.dataset is not None and s.dataset not in p.datasets:
         refuse("dataset", f"choose one of the profile's datasets {p.datasets}, or None for the first")
     for name in ("n_images", "n_unseen", "known_plaintext_draws", "wrong_key_images", "prior_images", "position_keys",
-                 "jigsaw_images"):
+                 "jigsaw_images", "cloud_keys", "cloud_scored_images", "cloud_relearn_images", "cloud_relearn_epochs"):
         if not integer(getattr(s, name)):
             refuse(name, "use a whole number >= 1")
     if not integer(s.n_keys, 2):
         refuse("n_keys", "use a whole number >= 2 (another client's key needs a second key)")
     lists = (("known_pairs", 0, False), ("photo_known_pairs", 0, True), ("jigsaw_ciphertexts", 1, False),
-             ("extraction_widths", 1, True))
+             ("extraction_widths", 1, True), ("cloud_queries", 2, False))
     for name, low, empty in lists:
         ks = getattr(s, name)
         if not (isinstance(ks, list) and (ks or empty) and all(integer(k, low) for k in ks)):
             refuse(name, f"use a{'' if empty else ' non-empty'} list of whole numbers >= {low}")
+    if s.cloud_public_images < 4 or not integer(s.cloud_public_images):
+        refuse("cloud_public_images", "use a whole number >= 4 (the attacker splits them to simulate its own key)")
     if max(s.known_pairs) + s.n_unseen > s.n_images:
         refuse("n_images", f"max(known_pairs)={max(s.known_pairs)} known plus n_unseen={s.n_unseen} unseen images "
                            f"need that many: raise n_images or lower the others")

@@ -237,6 +237,10 @@ def test_summarize_draws_counts_exact_draws():
     (dict(extraction_widths=[0]), "extraction_widths"),
     (dict(photo_known_pairs=[3]), "photo_known_pairs"),
     (dict(known_plaintext_draws=0), "known_plaintext_draws"),
+    (dict(cloud_queries=[]), "cloud_queries"),
+    (dict(cloud_queries=[1]), "cloud_queries"),
+    (dict(cloud_public_images=2), "cloud_public_images"),
+    (dict(cloud_keys=0), "cloud_keys"),
 ])
 def test_security_settings_that_cannot_run_are_refused(security, name):
     with pytest.raises(ProfileError, match=f"security.{name}="):

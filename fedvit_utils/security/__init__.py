@@ -12,6 +12,9 @@ known_plaintext_draws that attack over random draws of key and known images, so 
 key_extraction        reading the key off an encrypted model next to the plain one (Eq. 3, 8), D >= L and D < L
 position_embedding    when the position embedding gives the block order away (Eq. 8), and when not
 jigsaw                ciphertext only: reassembling block-permuted images
+cloud_view            the curious cloud: a key from the statistics of one client's ciphertexts and public images
+cloud_relearn         the curious cloud: re-learning the plain embeddings on public images (no key, no query)
+cloud_study           those attacks per key kind, key and number of queries, scored against two references
 
 Images are float tensors (B, C, H, W) with pixel values in [0, 1] unless said otherwise.
 """
