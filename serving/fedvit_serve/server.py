@@ -1,0 +1,164 @@
+"""Running the service: a local Ray instance of its own, Serve's HTTP proxy on loopback, the app, a clean stop.
+
+`serve_forever` is what `make serve` runs. `LocalService` starts that command as a child process (own process
+group, own Ray temp folder), waits until ``/healthz`` answers, and stops it by PID: SIGINT first (Serve and Ray shut
+down their own processes), then SIGKILL to the group if it does not go in time. Tests, the demo and notebook 08 use it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+LOOPBACK = "127.0.0.1"
+URL_PATTERN = re.compile(r"listening on (http://[0-9.]+:\d+)")
+OBJECT_STORE_BYTES = 512 << 20  # Ray's shared-memory store; request bodies pass through it (ViT-B: 344 MB)
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port that was free a moment ago (Serve's proxy needs a number; port 0 is not passed through)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def start(store: str | os.PathLike, host: str = LOOPBACK, port: int = 0, temp_dir: str | None = None,
+          num_cpus: int | None = None, **app_settings) -> str:
+    """Start Ray (local, no dashboard), Serve's proxy on host:port and the app; returns the service's URL."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no calls home
+    # Ray's single-machine mode: its own ports (GCS, raylet, object manager) bind to loopback, not the node's
+    # address. Read when Ray is imported, so before the import below.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+    from ray import serve
+
+    from .app import build_app
+
+    port = port or free_port(host)
+    replicas = app_settings.get("replicas", 1)
+    ray.init(num_cpus=num_cpus or max(os.cpu_count() or 1, replicas + 1), include_dashboard=False,
+             _temp_dir=temp_dir, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
+             logging_level="ERROR", namespace="fedvit-serve")
+    serve.start(http_options={"host": host, "port": port},
+                logging_config={"enable_access_log": False, "log_level": "WARNING"})
+    serve.run(build_app(str(Path(store).expanduser().resolve()), **app_settings), name="fedvit", route_prefix="/",
+              blocking=False)
+    return f"http://{host}:{port}"
+
+
+def stop() -> None:
+    """Shut down Serve and Ray (every process they started)."""
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def serve_forever(store: str | os.PathLike, **settings) -> None:
+    """Start the service, print its address, and stop cleanly on Ctrl-C (SIGINT) or SIGTERM."""
+    temp_dir = tempfile.mkdtemp(prefix="fvs-", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        t0 = time.monotonic()
+        url = start(store, temp_dir=temp_dir, **settings)
+        from .store import ModelStore
+
+        count = len(ModelStore(store).ids())
+        print(f"[serve] listening on {url} ({count} models in {Path(store).resolve()}; started in "
+              f"{time.monotonic() - t0:.0f} s); Ctrl-C stops", flush=True)
+        done.wait()
+        print("[serve] stopping", flush=True)
+    finally:
+        stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        print("[serve] stopped", flush=True)
+
+
+class ServiceFailed(RuntimeError):
+    """The service process exited or did not answer in time; the message holds the end of its log."""
+
+
+class LocalService:
+    """`python -m fedvit_serve serve` as a child process on loopback, stopped by PID (a `with` block)."""
+
+    def __init__(self, store: str | os.PathLike, log: str | os.PathLike | None = None, timeout: float = 300.0,
+                 **settings) -> None:
+        self.store = Path(store)
+        self.log = Path(log) if log else self.store.parent / "serve.log"
+        self.timeout = timeout
+        self.args = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+        self.proc: subprocess.Popen | None = None
+        self.url: str | None = None
+
+    def start(self) -> str:
+        """Start the process, wait for its address and a healthy answer; returns the URL."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "fedvit_serve", "serve", "--store", str(self.store), *self.args]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.timeout
+        while self.url is None:
+            found = URL_PATTERN.search(self.log.read_text(errors="replace"))
+            if found:
+                self.url = found.group(1)
+            elif self.proc.poll() is not None or time.monotonic() > deadline:
+                self._fail("did not start")
+            else:
+                time.sleep(0.2)
+        while not self.healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self._fail("did not answer /healthz")
+            time.sleep(0.2)
+        return self.url
+
+    def healthy(self) -> bool:
+        """True when /healthz answers 200."""
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def _fail(self, what: str) -> None:
+        tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+        self.stop()
+        raise ServiceFailed(f"the model server {what} within {self.timeout:.0f} s; end of {self.log}:\n{tail}")
+
+    def stop(self, grace: float = 60.0) -> None:
+        """SIGINT (clean shutdown of Serve and Ray), then SIGKILL to its process group after `grace` seconds."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group it leads: anything Ray left behind
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+
+    def __enter__(self) -> LocalService:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
