@@ -23,7 +23,7 @@ endif
 export MPLBACKEND = Agg
 export PYTHONHASHSEED = 0
 
-.PHONY: venv flower-venv study table1-spread test lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
+.PHONY: venv flower-venv serve-venv serve serve-demo bench-serve study table1-spread test lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,29 @@ $(VENV)/.flower-installed: $(VENV)/.installed requirements-flower.txt flower/pyp
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-flower.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e flower
 	touch $@
+
+# The model server (serving/, docs/serving.md): Ray Serve from requirements-serve.txt on top of the study's
+# environment, and the serving/ app installed editable beside fedvit_utils. Only the serve commands, the test
+# command and notebook 08 need it.
+serve-venv: $(VENV)/.serve-installed
+
+$(VENV)/.serve-installed: $(VENV)/.installed requirements-serve.txt serving/pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-serve.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e serving
+	touch $@
+
+# `make serve` listens on loopback (a free port, printed) with the store in $(SERVE_STORE) until Ctrl-C;
+# `make serve-demo` runs two clients end to end against a server of its own and stops it.
+SERVE_STORE ?= runs/serve/store
+SERVE_PROFILE = $(or $(PROFILE),$(FEDVIT_PROFILE),smoke)
+serve: serve-venv
+	$(BIN)/python -m fedvit_serve serve --store $(SERVE_STORE)
+
+serve-demo: serve-venv
+	$(BIN)/python -m fedvit_serve demo --profile $(SERVE_PROFILE) $(if $(RUN),--run-dir $(RUN))
+
+bench-serve: serve-venv
+	$(BIN)/python benchmarks/bench_serve.py
 
 study: venv
 	$(BIN)/python -m fedvit_utils study $(if $(RUN),--run-dir $(RUN))
@@ -75,7 +98,7 @@ table1-spread: study
 	$(BIN)/python -m fedvit_utils study --profile $(SPREAD_PROFILE) --run-dir $(SPREAD_RUN) --only 07 \
 	  --spread-runs $(SPREAD_RUN) $(foreach s,$(SEEDS),$(SPREAD_RUN)-seed$(s))
 
-test: venv flower-venv
+test: venv flower-venv serve-venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .wire import MAX_MODEL_BYTES, MAX_QUERY_BYTES
+
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen command."""
@@ -20,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--batch-wait-s", type=float, default=0.002, help="longest wait for a batch to fill")
     s.add_argument("--torch-threads", type=int, default=0, help="torch threads per replica (0: torch's default)")
     s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.add_argument("--max-model-bytes", type=int, default=MAX_MODEL_BYTES, help="largest upload body")
+    s.add_argument("--max-query-bytes", type=int, default=MAX_QUERY_BYTES, help="largest query body")
     d = sub.add_parser("demo", help="end to end on loopback: clients encrypt, upload, query; counts Eq. 14 matches")
     d.add_argument("--profile", default="smoke", help="the run's profile (default smoke)")
     d.add_argument("--run-dir", default=None, help="run folder (default runs/<profile>; trained if not finished)")
@@ -31,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         from .server import serve_forever
 
         settings = {k: getattr(args, k) for k in ("host", "port", "replicas", "max_models", "max_batch",
-                                                  "batch_wait_s", "torch_threads", "device")}
+                                                  "batch_wait_s", "torch_threads", "device", "max_model_bytes",
+                                                  "max_query_bytes")}
         serve_forever(args.store, **settings)
     else:
         from .demo import run_demo

@@ -74,12 +74,14 @@ class ModelServer:
     """Upload, list and query encrypted models (routes below); see docs/serving.md for the API."""
 
     def __init__(self, store: str, max_models: int = 16, max_batch: int = 16, batch_wait_s: float = 0.002,
-                 torch_threads: int = 0, device: str = "cpu") -> None:
+                 torch_threads: int = 0, device: str = "cpu", max_model_bytes: int = MAX_MODEL_BYTES,
+                 max_query_bytes: int = MAX_QUERY_BYTES) -> None:
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
         self.store = ModelStore(store)
         self.device = torch.device(device)
         self._refresh = asyncio.Lock()
+        self.max_model_bytes, self.max_query_bytes = max_model_bytes, max_query_bytes
 
         async def load(model_id: str) -> ServedModel:
             return await asyncio.to_thread(self._load, model_id)
@@ -149,8 +151,8 @@ class ModelServer:
     async def upload(self, model_id: str, request: Request, replace: bool = False) -> JSONResponse:
         """Store an encrypted model (safetensors body, architecture in its metadata); 409 if the id is taken."""
         check_model_id(model_id)
-        body = await _body(request, MAX_MODEL_BYTES)
-        record = await asyncio.to_thread(self.store.put, model_id, body, replace)
+        body = await _body(request, self.max_model_bytes)
+        record = await asyncio.to_thread(self.store.put, model_id, body, replace, self.max_model_bytes)
         architecture = Architecture.from_json(record["architecture"])
         return JSONResponse({"model": model_id, "sha256": record["sha256"], "bytes": record["bytes"],
                              "input_shape": list(architecture.input_shape()),
@@ -164,9 +166,9 @@ class ModelServer:
         if routed and routed != model_id:
             raise BadRequest(f"header {MODEL_ID_HEADER}={routed!r} names another model than the path "
                              f"({model_id!r}): send the same id in both, or leave the header out.")
-        body = await _body(request, MAX_QUERY_BYTES)
+        body = await _body(request, self.max_query_bytes)
         served = await self._model(model_id)
-        images = decode_images(body, served.shape)
+        images = decode_images(body, served.shape, self.max_query_bytes)
         out = await self.forward((model_id, served, images))
         answer = {"model": model_id, "sha256": served.sha256, "predictions": out.argmax(1).tolist()}
         if logits:
@@ -175,7 +177,9 @@ class ModelServer:
 
 
 def build_app(store: str, replicas: int = 1, max_models: int = 16, max_batch: int = 16, batch_wait_s: float = 0.002,
-              torch_threads: int = 0, device: str = "cpu") -> serve.Application:
+              torch_threads: int = 0, device: str = "cpu", max_model_bytes: int = MAX_MODEL_BYTES,
+              max_query_bytes: int = MAX_QUERY_BYTES) -> serve.Application:
     """The bound Serve application; max_ongoing_requests stays >= 2x the batch size (Serve warns below 1x)."""
     deployment = ModelServer.options(num_replicas=replicas, max_ongoing_requests=max(64, 2 * max_batch))
-    return deployment.bind(store, max_models, max_batch, batch_wait_s, torch_threads, device)
+    return deployment.bind(store, max_models, max_batch, batch_wait_s, torch_threads, device, max_model_bytes,
+                           max_query_bytes)

@@ -40,6 +40,8 @@ def start(store: str | os.PathLike, host: str = LOOPBACK, port: int = 0, temp_di
     # Ray's single-machine mode: its own ports (GCS, raylet, object manager) bind to loopback, not the node's
     # address. Read when Ray is imported, so before the import below.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Ray's metrics module (started even without the dashboard) gets 30 s by default: too short on a busy machine.
+    os.environ.setdefault("RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT", "300")
     import ray
     from ray import serve
 
@@ -71,15 +73,22 @@ def stop() -> None:
 def serve_forever(store: str | os.PathLike, **settings) -> None:
     """Start the service, print its address, and stop cleanly on Ctrl-C (SIGINT) or SIGTERM."""
     temp_dir = tempfile.mkdtemp(prefix="fvs-", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
-    done = threading.Event()
+    done, started = threading.Event(), threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if not started.is_set():  # still starting (Ray can take minutes on a busy machine): stop now
+            raise KeyboardInterrupt
+        done.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
+        signal.signal(sig, on_signal)
     try:
         t0 = time.monotonic()
         url = start(store, temp_dir=temp_dir, **settings)
         from .store import ModelStore
 
         count = len(ModelStore(store).ids())
+        started.set()
         print(f"[serve] listening on {url} ({count} models in {Path(store).resolve()}; started in "
               f"{time.monotonic() - t0:.0f} s); Ctrl-C stops", flush=True)
         done.wait()
@@ -97,7 +106,7 @@ class ServiceFailed(RuntimeError):
 class LocalService:
     """`python -m fedvit_serve serve` as a child process on loopback, stopped by PID (a `with` block)."""
 
-    def __init__(self, store: str | os.PathLike, log: str | os.PathLike | None = None, timeout: float = 300.0,
+    def __init__(self, store: str | os.PathLike, log: str | os.PathLike | None = None, timeout: float = 240.0,
                  **settings) -> None:
         self.store = Path(store)
         self.log = Path(log) if log else self.store.parent / "serve.log"
@@ -106,8 +115,21 @@ class LocalService:
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
 
-    def start(self) -> str:
-        """Start the process, wait for its address and a healthy answer; returns the URL."""
+    def start(self, attempts: int = 3) -> str:
+        """Start the process, wait for its address and a healthy answer; returns the URL.
+
+        Ray gives its own processes 30 s to register (not configurable); on a machine under heavy load that can
+        pass, and the process exits before printing an address. Such a start is tried again, up to `attempts`.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once()
+            except ServiceFailed:
+                if attempt == attempts or self.url is not None:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> str:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "fedvit_serve", "serve", "--store", str(self.store), *self.args]
         with open(self.log, "wb") as out:
@@ -136,7 +158,7 @@ class LocalService:
 
     def _fail(self, what: str) -> None:
         tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-        self.stop()
+        self.stop(grace=10.0)
         raise ServiceFailed(f"the model server {what} within {self.timeout:.0f} s; end of {self.log}:\n{tail}")
 
     def stop(self, grace: float = 60.0) -> None:

@@ -30,7 +30,7 @@ from fedvit_utils.files import (
     write_checked_json,
 )
 
-from .wire import Architecture, BadRequest, decode_model
+from .wire import MAX_MODEL_BYTES, Architecture, BadRequest, decode_model
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 LOCK_WAIT_S = 10.0
@@ -85,10 +85,10 @@ class ModelStore:
         """The stored model's architecture."""
         return Architecture.from_json(self.record(model_id)["architecture"])
 
-    def put(self, model_id: str, body: bytes, replace: bool = False) -> dict:
+    def put(self, model_id: str, body: bytes, replace: bool = False, max_bytes: int = MAX_MODEL_BYTES) -> dict:
         """Check an upload body and store it under `model_id`; `ModelExists` unless `replace` for a taken id."""
         check_model_id(model_id)
-        architecture, _ = decode_model(body)  # refused bodies never reach the folder
+        architecture, _ = decode_model(body, max_bytes)  # refused bodies never reach the folder
         digest = hashlib.sha256(body).hexdigest()
         record = {"id": model_id, "sha256": digest, "bytes": len(body), "architecture": architecture.to_json()}
         with self._lock():
@@ -118,7 +118,7 @@ class ModelStore:
             raise DamagedFile(f"{blob} (model {model_id!r}) is missing: {fix}") from None
         if hashlib.sha256(body).hexdigest() != record["sha256"]:
             raise DamagedFile(f"{blob} (model {model_id!r}) fails its checksum (corrupted or edited): {fix}")
-        return decode_model(body)
+        return decode_model(body, max_bytes=len(body))  # its size was checked when it was uploaded
 
     def _referenced(self, digest: str) -> bool:
         return any(self.record(i)["sha256"] == digest for i in self.ids())
