@@ -23,6 +23,7 @@ import requests
 
 LOOPBACK = "127.0.0.1"
 URL_PATTERN = re.compile(r"listening on (http://[0-9.]+:\d+)")
+AGENT_PORTS = ("metrics_agent_port", "metrics_export_port", "runtime_env_agent_port", "dashboard_agent_listen_port")
 OBJECT_STORE_BYTES = 512 << 20  # Ray's shared-memory store; request bodies pass through it (ViT-B: 344 MB)
 
 
@@ -48,6 +49,7 @@ def start(store: str | os.PathLike, host: str = LOOPBACK, port: int = 0, temp_di
     from .app import build_app
 
     port = port or free_port(host)
+    _fixed_agent_ports()
     replicas = app_settings.get("replicas", 1)
     ray.init(num_cpus=num_cpus or max(os.cpu_count() or 1, replicas + 1), include_dashboard=False,
              _temp_dir=temp_dir, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
@@ -57,6 +59,29 @@ def start(store: str | os.PathLike, host: str = LOOPBACK, port: int = 0, temp_di
     serve.run(build_app(str(Path(store).expanduser().resolve()), **app_settings), name="fedvit", route_prefix="/",
               blocking=False)
     return f"http://{host}:{port}"
+
+
+def _fixed_agent_ports() -> None:
+    """Give Ray's agents ports up front instead of letting the raylet wait for them to report theirs.
+
+    With port 0 the raylet waits about 30 s for each agent's port file and aborts after that (a busy machine sees
+    it), and the dashboard agent's listen port defaults to a fixed 52365, which two servers on one machine would
+    share. `ray.init` takes neither setting, so its `RayParams` gets them here (Ray is pinned: requirements-serve.txt).
+    """
+    from ray._private import parameter
+
+    if getattr(parameter.RayParams.__init__, "fedvit_ports", False):
+        return
+    original = parameter.RayParams.__init__
+
+    def init(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        for name in AGENT_PORTS:
+            if name == "dashboard_agent_listen_port" or not getattr(self, name, None):
+                setattr(self, name, free_port())
+
+    init.fedvit_ports = True
+    parameter.RayParams.__init__ = init
 
 
 def stop() -> None:
