@@ -385,7 +385,10 @@ def test_restart_serves_the_same_models(clients, service):
     """A full stop and start on the same store: checksums verify, same ids, same answers."""
     x = images(8, 7)
     before = {h.client_id: h.query(x, logits=True) for h, _, _ in clients}
+    group = service["svc"].proc.pid
     service["svc"].stop()
+    with pytest.raises(ProcessLookupError):  # the server and every process Ray started in its group are gone
+        os.killpg(group, 0)
     store = ModelStore(service["folder"] / "store")
     for model_id in store.ids():
         store.load(model_id)  # raises DamagedFile on a bad checksum
