@@ -5,10 +5,12 @@ random weights (speed does not depend on training):
 
 * served encrypted model vs served plain model of the same architecture (normalization folded into both):
   images/s at batch 32 from 4 concurrent clients, and p50/p99 of one-image requests;
-* served throughput at batch 32 (1 and 4 concurrent clients) vs an in-process forward of the same model;
+* served throughput at batch 32 (1 and 4 concurrent clients) vs an in-process forward of the same model, in wall
+  time and in CPU seconds per image (every process of the server against the in-process forward: on a shared,
+  oversubscribed machine wall-time ratios also measure how many threads each side has competing for the cores);
 * p50 overhead of a one-image request over an in-process one-image forward;
 * client-side encryption (Eq. 9-13 plus the safetensors encoding) as a share of a request's latency, for the
-  study's 32x32 model (block 8) and a 224x224 ViT-Tiny (block 16);
+  study's 32x32 model (block 8), and at 224x224 (block 16) for ViT-Tiny and the paper's ViT-B/16;
 * ten clients' models multiplexed (requests round robin over them) vs one model; resident memory per loaded model.
 
     python benchmarks/bench_serve.py            (make bench-serve; writes figures/serving/bench_serve.json)
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -37,6 +40,7 @@ from fedvit_utils.profiles import SMALL_VIT
 
 QUICK = Architecture("vit_tiny_patch16_224", 10, dict(SMALL_VIT))  # the quick/cpu profiles' ViT, 32x32, block 8
 TINY_224 = Architecture("vit_tiny_patch16_224", 10, {})  # 224x224, block 16
+BASE_224 = Architecture("vit_base_patch16_224", 10, {})  # the paper's ViT-B/16
 TARGETS = {"encrypted_vs_plain": 0.95, "served_vs_in_process": 0.9, "overhead_ms": 15.0, "encryption_share": 0.05,
            "ten_vs_one": 0.8}
 
@@ -86,6 +90,19 @@ def in_process(model: torch.nn.Module, x: torch.Tensor, n: int) -> list[float]:
     return out
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by every live process of a process group (the server and Ray's)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process (MB), from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -111,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         url = service.start()
         rows["server_start_s"] = round(time.perf_counter() - t0, 1)
         try:
-            measure(url, args, rows)
+            measure(url, args, rows, service.proc.pid)
         finally:
             service.stop()
     out = Path(args.out)
@@ -122,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     return rows
 
 
-def measure(url: str, args: argparse.Namespace, rows: dict) -> None:
+def measure(url: str, args: argparse.Namespace, rows: dict, pgid: int) -> None:
     """The measurements of the module docstring, into `rows`."""
     server = ServerClient(url, retries=0)
     torch.manual_seed(0)
@@ -146,8 +163,16 @@ def measure(url: str, args: argparse.Namespace, rows: dict) -> None:
         server.predict("client-0", body)
         server.predict("plain", body)
 
-    # served encrypted vs served plain
+    # served encrypted vs served plain; the server's CPU seconds per image (all its processes) beside wall time,
+    # less what its processes spend while idle (Ray's background work), measured just before
+    cpu0, t0 = group_cpu_s(pgid), time.perf_counter()
+    time.sleep(5.0)
+    idle_per_s = (group_cpu_s(pgid) - cpu0) / (time.perf_counter() - t0)
+    cpu0, t0 = group_cpu_s(pgid), time.perf_counter()
     enc_tp = throughput(url, ["client-0"], enc32, 32, 4, args.requests)
+    busy = group_cpu_s(pgid) - cpu0
+    served_cpu = busy / (4 * args.requests * 32)
+    served_cpu_net = (busy - idle_per_s * (time.perf_counter() - t0)) / (4 * args.requests * 32)
     plain_tp = throughput(url, ["plain"], plain32, 32, 4, args.requests)
     enc_lat, plain_lat = latencies(server, "client-0", enc1, args.samples), latencies(server, "plain", plain1,
                                                                                        args.samples)
@@ -157,13 +182,20 @@ def measure(url: str, args: argparse.Namespace, rows: dict) -> None:
         "p99_ms": [round(1e3 * percentile(enc_lat, 99), 2), round(1e3 * percentile(plain_lat, 99), 2)]}
 
     # served vs in process, batch 32; one-image overhead
+    cpu0 = time.process_time()
     local32 = 32 / statistics.median(in_process(folded, owners[0].encrypt(x32).float(), 20))
+    local_cpu = (time.process_time() - cpu0) / (21 * 32)
     seq_tp = throughput(url, ["client-0"], enc32, 32, 1, args.requests)
     local1 = in_process(folded, owners[0].encrypt(x32[:1]).float(), args.samples)
     rows["served_vs_in_process"] = {
         "in_process_images_per_s": round(local32, 1), "served_1_client": round(seq_tp, 1),
         "served_4_clients": round(enc_tp, 1), "ratio_1_client": round(seq_tp / local32, 3),
-        "ratio_4_clients": round(enc_tp / local32, 3)}
+        "ratio_4_clients": round(enc_tp / local32, 3),
+        "cpu_ms_per_image": [round(1e3 * served_cpu, 3), round(1e3 * local_cpu, 3)],
+        "cpu_ratio": round(local_cpu / served_cpu, 3),
+        "server_idle_cpu_per_s": round(idle_per_s, 3),
+        "cpu_ms_per_image_less_idle": round(1e3 * served_cpu_net, 3),
+        "cpu_ratio_less_idle": round(local_cpu / served_cpu_net, 3)}
     rows["one_image"] = {"served_p50_ms": round(1e3 * statistics.median(enc_lat), 2),
                          "in_process_p50_ms": round(1e3 * statistics.median(local1), 2),
                          "overhead_ms": round(1e3 * (statistics.median(enc_lat) - statistics.median(local1)), 2)}
@@ -179,6 +211,15 @@ def measure(url: str, args: argparse.Namespace, rows: dict) -> None:
     server.predict("tiny224", body224)
     lat224 = latencies(server, "tiny224", body224, max(10, args.samples // 4))
     rows["encryption_share"]["tiny_224"] = encryption_share(big, x224, lat224, max(10, args.samples // 4))
+    torch.manual_seed(2)
+    base = BASE_224.build("cpu")
+    paper = KeyHolder("base224", generate_key(224, 16, 3, "orthogonal", seed=2), server)
+    paper.upload(base, BASE_224)
+    body_base = encode_images(paper.encrypt(x224))
+    server.predict("base224", body_base)
+    lat_base = latencies(server, "base224", body_base, 8)
+    rows["encryption_share"]["base_224"] = encryption_share(paper, x224, lat_base, 8)
+    del base
 
     # ten models multiplexed vs one (all loaded: the LRU holds 16)
     ids = [o.client_id for o in owners]

@@ -7,6 +7,7 @@ down their own processes), then SIGKILL to the group if it does not go in time. 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -43,6 +44,8 @@ def start(store: str | os.PathLike, host: str = LOOPBACK, port: int = 0, temp_di
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     # Ray's metrics module (started even without the dashboard) gets 30 s by default: too short on a busy machine.
     os.environ.setdefault("RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT", "300")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray's FutureWarning about GPU variables
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's start-up INFO lines; errors still show
     import ray
     from ray import serve
 
