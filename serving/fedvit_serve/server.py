@@ -112,7 +112,7 @@ def serve_forever(store: str | os.PathLike, **settings) -> None:
         signal.signal(sig, on_signal)
     try:
         t0 = time.monotonic()
-        url = start(store, temp_dir=temp_dir, **settings)
+        url = _start_with_retries(store, temp_dir, settings)
         from .store import ModelStore
 
         count = len(ModelStore(store).ids())
@@ -125,6 +125,21 @@ def serve_forever(store: str | os.PathLike, **settings) -> None:
         stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
         print("[serve] stopped", flush=True)
+
+
+def _start_with_retries(store: str | os.PathLike, temp_dir: str, settings: dict, attempts: int = 3) -> str:
+    """`start`, tried again when Ray gives up its own start-up: its raylet aborts when an agent takes over 15 s to
+    report its port (a busy machine sees it; a later try finds the agent's imports cached)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start(store, temp_dir=temp_dir, **settings)
+        except Exception as exc:  # Ray raises plain Exception for a node that did not come up
+            stop()
+            if attempt == attempts:
+                raise
+            print(f"[serve] Ray did not start ({str(exc)[:120]}); trying again ({attempt + 1}/{attempts})",
+                  flush=True)
+    raise AssertionError("unreachable")
 
 
 class ServiceFailed(RuntimeError):
@@ -146,8 +161,8 @@ class LocalService:
     def start(self, attempts: int = 3) -> str:
         """Start the process, wait for its address and a healthy answer; returns the URL.
 
-        Ray gives its own processes 30 s to register (not configurable); on a machine under heavy load that can
-        pass, and the process exits before printing an address. Such a start is tried again, up to `attempts`.
+        Ray gives its agents 15 s to report their ports (not configurable); under heavy load that can pass and the
+        process exits before printing an address (it retries itself first). Such a start is tried again.
         """
         for attempt in range(1, attempts + 1):
             try:
