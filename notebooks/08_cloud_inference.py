@@ -33,9 +33,9 @@ server_url = None  # type: str|None  a running model server (http://host:port); 
 query_images = 16  # type: int  test images each client sends
 
 # %%
+from fedvit_serve.scenario import CloudScenario
 from IPython.display import display
 
-from fedvit_serve.scenario import CloudScenario
 from fedvit_utils.study.parameters import open_run
 
 run = open_run("08_cloud_inference", globals())  # checks every parameter, loads the profile, opens the run
@@ -69,9 +69,7 @@ run.save_figure(cloud.embeddings_figure(), "cloud_embeddings")
 # images. A permutation key only moves pixels, so its queries stay uint8; other keys send float32.
 
 # %%
-predictions = cloud.query()
-display(predictions)
-run.save_table(predictions, "cloud_predictions", f"Served predictions on encrypted images vs the plain model on "
+run.save_table(cloud.query(), "cloud_predictions", f"Served predictions on encrypted images vs the plain model on "
                                                  f"plain images (Eq. 14) · {run.label()}")
 
 # %%

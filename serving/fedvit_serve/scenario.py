@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
@@ -91,11 +90,14 @@ class CloudScenario:
         plain = {k: v.detach() for k, v in self.model.state_dict().items()}
         columns = [("plain (client only)", plain)] + [(f"{h.client_id} (server)", b)
                                                       for h, b in zip(self.clients, bodies, strict=True)]
-        fig, axes = plt.subplots(2, len(columns), figsize=(3.2 * len(columns), 6.2))
+        fig = Figure(figsize=(3.2 * len(columns), 6.2), layout="constrained")  # not pyplot: shown once, by the caller
+        axes = fig.subplots(2, len(columns))
         prefix = getattr(self.model, "num_prefix_tokens", 1)
         for col, (title, state) in enumerate(columns):
             w = state["patch_embed.proj.weight"]
-            axes[0, col].imshow(w.reshape(w.shape[0], -1)[:32].numpy(), aspect="auto", cmap="coolwarm")
+            rows = w.reshape(w.shape[0], -1)[:32]
+            limit = float(rows.abs().max())
+            axes[0, col].imshow(rows.numpy(), aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit)
             axes[0, col].set_title(f"{title}\npatch embedding rows", fontsize=9)
             pos = state["pos_embed"][0, prefix:]
             pos = pos / pos.norm(dim=1, keepdim=True)
@@ -107,7 +109,6 @@ class CloudScenario:
         fig.suptitle("The model as the client holds it and as the server receives it (Eq. 3, Eq. 8); the plain "
                      "model's weights are not sent\n(normalization is folded into the sent patch embedding)",
                      fontsize=10)
-        fig.tight_layout()
         return fig
 
     def query(self) -> pd.DataFrame:
@@ -127,7 +128,8 @@ class CloudScenario:
 
     def queries_figure(self, n: int = 6) -> Figure:
         """Plain test images (client only) above the same images as the server decodes them from the query body."""
-        fig, axes = plt.subplots(2 * len(self.clients), n, figsize=(1.6 * n, 3.4 * len(self.clients)))
+        fig = Figure(figsize=(1.6 * n, 3.4 * len(self.clients)), layout="constrained")
+        axes = fig.subplots(2 * len(self.clients), n)
         for row, (h, x) in enumerate(zip(self.clients, self.test_images, strict=True)):
             seen = decode_images(self.sent[h.client_id]["query"], tuple(x.shape[1:]))  # exactly what the server parses
             for i in range(n):
@@ -141,7 +143,6 @@ class CloudScenario:
             ax.set_yticks([])
         fig.suptitle("Queries: what the client holds (top) and what the server receives (bottom, rescaled)",
                      fontsize=10)
-        fig.tight_layout()
         return fig
 
     def cross_query(self) -> pd.DataFrame:
