@@ -28,7 +28,7 @@ help: ## list the entry points (this text)
 	@echo "make <target> [PROFILE=smoke|quick|cpu|paper] [DATA=/path/to/cifar10-jpeg] [RUN=run folder]"
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## /  \1\t/' | expand -t 18
 
-.PHONY: help venv lock flower-venv book-venv book study table1-spread test test-fast lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
+.PHONY: help venv lock flower-venv serve-venv serve serve-demo bench-serve book-venv book study table1-spread test test-fast lint bench bench-flower flower-sim flower-deploy gpu-check clean lab browser-test
 
 venv: $(VENV)/.installed ## create .venv with the study's packages (from the lock file) and fedvit_utils
 
@@ -69,7 +69,30 @@ $(VENV)/.flower-installed: $(VENV)/.installed requirements-flower.lock flower/py
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e flower
 	touch $@
 
-study: venv ## run notebooks 00-07 into runs/<profile> (PROFILE=smoke|quick|cpu|paper, DATA=, RUN=)
+# The model server (serving/, docs/serving.md): Ray Serve from requirements-serve.txt on top of the study's
+# environment, and the serving/ app installed editable beside fedvit_utils. Only the serve commands, the test
+# command and notebook 08 need it.
+serve-venv: $(VENV)/.serve-installed ## add Ray Serve and the model server (serving/) to .venv
+
+$(VENV)/.serve-installed: $(VENV)/.installed requirements-serve.lock serving/pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-serve.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e serving
+	touch $@
+
+# `make serve` listens on loopback (a free port, printed) with the store in $(SERVE_STORE) until Ctrl-C;
+# `make serve-demo` runs two clients end to end against a server of its own and stops it.
+SERVE_STORE ?= runs/serve/store
+SERVE_PROFILE = $(or $(PROFILE),$(FEDVIT_PROFILE),smoke)
+serve: serve-venv ## the model server on 127.0.0.1 (a free port, printed) until Ctrl-C (SERVE_STORE=)
+	$(BIN)/python -m fedvit_serve serve --store $(SERVE_STORE)
+
+serve-demo: serve-venv ## two clients end to end against a local model server (PROFILE=, RUN=)
+	$(BIN)/python -m fedvit_serve demo --profile $(SERVE_PROFILE) $(if $(RUN),--run-dir $(RUN))
+
+bench-serve: serve-venv ## the model server on 127.0.0.1 (a free port, printed) until Ctrl-C (SERVE_STORE=)
+	$(BIN)/python benchmarks/bench_serve.py
+
+study: venv ## run the notebooks in order into runs/<profile> (PROFILE=smoke|quick|cpu|paper, DATA=, RUN=)
 	$(BIN)/python -m fedvit_utils study $(if $(RUN),--run-dir $(RUN))
 
 # The book (docs/book.md): a static HTML site of a run's executed notebooks, docs/*.md and a landing page, built
@@ -113,7 +136,7 @@ table1-spread: study ## Table 1 over further seeds (SEEDS="1 2"), notebook 07
 	$(BIN)/python -m fedvit_utils study --profile $(SPREAD_PROFILE) --run-dir $(SPREAD_RUN) --only 07 \
 	  --spread-runs $(SPREAD_RUN) $(foreach s,$(SEEDS),$(SPREAD_RUN)-seed$(s))
 
-test: venv flower-venv book-venv ## ruff and the whole test suite (CI runs this, then browser-test)
+test: venv flower-venv serve-venv book-venv ## ruff and the whole test suite (CI runs this, then browser-test)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider
 

@@ -144,3 +144,10 @@ def test_table1_spread_counts_every_identical_prediction(run):
     (row,) = doc["rows"]  # CIFAR-10 only: CIFAR-100 was not run
     assert row["runs"] == 1 and row["identical_predictions"] == "100 of 100"
     assert row["integrated_model_encrypted_mean"] == row["integrated_model_plain_mean"]
+
+
+def test_the_cloud_answers_as_the_plain_model(run):
+    """Notebook 08: predictions served on encrypted images equal the plain model's on plain images (Eq. 14)."""
+    table = pd.read_csv(paths.figures_dir(run) / "cloud_predictions.csv")
+    assert len(table) == 2 and (table["images"] > 0).all()
+    assert (table["identical to plain model on plain images"] == table["images"]).all()

@@ -82,3 +82,20 @@ def test_seeds_the_notebooks_do_not_take_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"unknown seeds \['rounds'\]; choose from partition_seed"):
         runner.run_study("smoke", run_dir=tmp_path / "run", seeds={"rounds": 1})
     assert not (tmp_path / "run").exists()
+
+
+def test_a_notebook_whose_package_is_missing_is_skipped_with_the_install_command(tmp_path, monkeypatch, capsys):
+    """Notebook 08 needs the serving app; a study without it runs the others and says how to get it."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _notebook(nbdir / "00_needs.ipynb", "print(1)")
+    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setattr(runner, "OPTIONAL", {"00_needs": ("no_such_fedvit_package", "make its-venv")})
+    run = runner.run_study("smoke", run_dir=tmp_path / "run", publish=False, progress=True, only=["00"])
+    assert "00_needs.ipynb skipped: it needs no_such_fedvit_package (make its-venv)" in capsys.readouterr().out
+    assert not (run / "notebooks" / "00_needs.ipynb").exists()
+
+
+def test_notebook_08_is_the_one_that_needs_the_serving_app():
+    assert runner.OPTIONAL == {"08_cloud_inference": ("fedvit_serve", "make serve-venv")}
+    assert (paths.NOTEBOOKS_DIR / "08_cloud_inference.ipynb").exists()

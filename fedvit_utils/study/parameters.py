@@ -90,6 +90,13 @@ EXTRAS: dict[str, tuple[Parameter, ...]] = {
                   lambda v: v is None or (isinstance(v, list) and bool(v) and all(_path(x) and x is not None
                                                                                   for x in v))),
     ),
+    "08_cloud_inference": (
+        Parameter("server_url", "str|None", None, "None (start a server on loopback) or an address like "
+                  "'http://127.0.0.1:8000'", lambda v: v is None or (isinstance(v, str) and
+                                                      v.startswith(("http://", "https://")))),
+        Parameter("query_images", "int", 16, "a whole number from 1 to 256",
+                  lambda v: type(v) is int and 1 <= v <= 256),
+    ),
 }
 
 NOTEBOOK_NAME = re.compile(r"^\d\d_\w+$")

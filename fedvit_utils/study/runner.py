@@ -9,6 +9,9 @@ figures/<profile>/ folder, with the run's provenance (`provenance.json`, and a f
 table naming profile, data fingerprint and commit). A failing notebook stops the run and the error names
 the notebook and the cell; so does a figure that an executed notebook would show as text instead of a picture.
 
+Notebook 08 (the model server) needs the serving app (`make serve-venv`, requirements-serve.txt); where it
+is not installed, the study skips 08 with a line saying how to get it (`OPTIONAL`), and runs the rest.
+
 Kernels run with CurveZMQ-encrypted sockets where the kernel supports them (ipykernel does), so they
 do not warn "Kernel is running over TCP without encryption", and a finished kernel is shut down
 without the SIGINT that jupyter_client sends first by default (ipykernel logs it as
@@ -17,6 +20,7 @@ without the SIGINT that jupyter_client sends first by default (ipykernel logs it
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -28,6 +32,9 @@ from ..devices import hardware
 from ..files import RESULT_MODE, RunLock, write_json, write_text
 from ..profiles import PROFILES, default_profile, load_profile
 from .run import VARIANT_MARK, StudyRun
+
+# Notebooks that need a package beyond requirements.txt: skipped, with the install command, where it is missing.
+OPTIONAL = {"08_cloud_inference": ("fedvit_serve", "make serve-venv")}
 
 
 class NotebookFailed(RuntimeError):
@@ -104,6 +111,10 @@ def _execute(sources: list[Path], out: Path, params: dict, only: list[str] | Non
     timings = {}
     for nb in sources:
         if only and not any(nb.stem.startswith(o) or nb.stem == o for o in only):
+            continue
+        package, install = OPTIONAL.get(nb.stem, (None, None))
+        if package is not None and importlib.util.find_spec(package) is None:
+            print(f"[study] {nb.name} skipped: it needs {package} ({install})", flush=True)
             continue
         start = time.monotonic()
         target = out / "notebooks" / nb.name
