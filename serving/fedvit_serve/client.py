@@ -116,7 +116,7 @@ class KeyHolder:
         if self.preprocess is None:
             raise RuntimeError("encrypt the model first (encrypted_model or upload): it fixes the input size.")
         if images.dtype == torch.uint8 and tuple(images.shape[-2:]) == self.preprocess.input_size:
-            pixels = images if self.key.kind == "permutation" else images.float()
+            pixels = images if self.key.key_kind.moves_pixels_only else images.float()  # a gather keeps uint8 exact
         else:  # resized as the plain path resizes, back on the 0..255 scale the folded model takes
             pixels = self.preprocess.unit(images) * 255.0
         return encrypt_images(pixels.contiguous(), self.key)
