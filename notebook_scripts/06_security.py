@@ -197,7 +197,8 @@ display(jigsaw.summarize_jigsaw(puzzle), after_summary)
 # one key (here: the client's test images); (3) public images of the same kind with their labels (here: the
 # training split, which holds none of the queries); (4) the scheme's code and settings, the key kind included.
 # It holds no plaintext–ciphertext pair and not the plain model. The plain model is used below only to *score*
-# what the cloud recovered.
+# what the cloud recovered. Notebook [08_cloud_inference](08_cloud_inference.ipynb) shows this cloud at work:
+# the model server of [docs/serving.md](../docs/serving.md), what it stores and what it receives.
 #
 # **The attacks** (`security.cloud_view`, `security.cloud_relearn`). Every block of every query goes through the
 # same $\mathbf{E}_a^{-1}$ (Eq. 12), so the pooled ciphertext blocks are the public block distribution seen

@@ -24,8 +24,9 @@
 # the other's model.
 #
 # The server is the paper's cloud, not an FL participant: it never holds the plain integrated model
-# (a participant holding it could take the key off the encrypted weights, docs/security.md). What the
-# cloud can still learn from what it stores and sees is measured in docs/security.md.
+# (a participant holding it could take the key off the encrypted weights, [docs/security.md](../docs/security.md)).
+# What the cloud can still learn from what it stores and sees is measured in section 7 of
+# [06_security](06_security.ipynb), "The cloud's view", and summarised in [docs/security.md](../docs/security.md).
 
 # %% tags=["parameters"]
 profile = None  # type: str|None  smoke | quick | cpu | paper, or a YAML file; None: $FEDVIT_PROFILE, else quick
