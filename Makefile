@@ -118,7 +118,7 @@ lab: venv ## JupyterLab on notebooks/ with this project's kernel
 # Opens notebooks in JupyterLab in a real (headless) Chromium, runs all cells, checks what renders.
 # Installs what it needs: playwright (requirements-browser.txt) and Debian's chromium (Playwright's own
 # browser download is not used).
-browser-test: venv book-venv ## open the notebooks in JupyterLab in headless Chromium and check what renders
+browser-test: venv serve-venv book-venv ## open the notebooks in JupyterLab in headless Chromium and check what renders
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-browser.lock
 	test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  { echo "browser-test needs Chromium at $(CHROMIUM): apt-get install chromium (as root)"; exit 1; }

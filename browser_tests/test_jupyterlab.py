@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -169,5 +170,30 @@ def test_training_shows_progress_widgets_and_the_accuracy_curve(page, lab):
     expect(bars).to_have_count(2)  # rounds and baseline epochs stay; per-batch bars close when done
     expect(bars.nth(0)).to_contain_text("rounds: 100%")
     expect(bars.nth(1)).to_contain_text("epochs: 100%")
+    assert_no_widget_errors(page)
+    assert not page.errors, page.errors
+
+
+def test_the_cloud_notebook_serves_encrypted_models_from_jupyterlab(page, lab):
+    """Notebook 08 (smoke) in JupyterLab: it starts a model server on loopback, two clients upload their
+    encrypted models and query with encrypted images, and the answers equal the plain model's (Eq. 14)."""
+    pytest.importorskip("fedvit_serve", reason="the model server is installed by make serve-venv")
+    import pandas as pd
+
+    run = StudyRun.open("smoke")  # the lab kernels' run folder; notebooks 01-03's writers, so only 08 runs here
+    data = run.write_partition("cifar10")
+    if not (run.dataset_dir("cifar10") / "federated" / "model.pt").exists():
+        run.train(data, progress=False)
+    run.create_keys("cifar10", run.trained_model("cifar10", "federated"))
+    cells = run_notebook(page, lab, "08_cloud_inference.ipynb")
+    figures = [c for c in cells if any("image/png" in o["mimes"] for o in c["outputs"])]
+    assert len(figures) >= 2, f"{len(figures)} cells with figures (embeddings, queries)"
+    assert all(ok and w > 100 for ok, w, _ in rendered_images(page, ".jp-Cell-outputArea .jp-RenderedImage"))
+    table = pd.read_csv(run.figures / "cloud_predictions.csv")
+    assert len(table) == 2 and (table["identical to plain model on plain images"] == table["images"]).all()
+    deadline = time.monotonic() + 30  # the notebook stopped its server by PID; give the OS time to reap it
+    while processes_mentioning(str(run.folder / "cloud")) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not processes_mentioning(str(run.folder / "cloud")), "the notebook left its model server running"
     assert_no_widget_errors(page)
     assert not page.errors, page.errors

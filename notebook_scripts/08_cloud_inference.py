@@ -31,11 +31,11 @@
 # %% tags=["parameters"]
 profile = None  # type: str|None  smoke | quick | cpu | paper, or a YAML file; None: $FEDVIT_PROFILE, else quick
 run_dir = None  # type: str|None  run folder; None: runs/<profile>
-data_root = None  # type: str|None  data folder; None: $FEDVIT_DATA, else the project's default (README, Data)
+data_root = None  # type: str|None  data folder; None: $FEDVIT_DATA, else the default (docs/reproducibility.md#data)
 partition_seed = None  # type: int|None  seed of the client partition; None: the profile's
 training_seed = None  # type: int|None  seed of model initialisation and batch order; None: the profile's
 key_seed = None  # type: int|None  seed of the clients' demo keys (a published seed makes a public key)
-progress = True  # type: bool  progress bars (widgets in JupyterLab); the study runner passes False
+progress = None  # type: bool|None  progress bars; None: shown in JupyterLab, not under papermill or nbval
 server_url = None  # type: str|None  a running model server (http://host:port); None: start one on loopback here
 query_images = 16  # type: int  test images each client sends
 

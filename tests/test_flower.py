@@ -9,7 +9,6 @@ client so runs are bit-for-bit repeatable.
 from __future__ import annotations
 
 import json
-import socket
 import stat
 import threading
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from relay import Relay
 
 from fedvit_utils.federated import checkpoints
 from fedvit_utils.federated.server import run_federated
@@ -88,52 +88,6 @@ def test_simulation_ends_bit_identical_to_the_in_process_engine(tmp_path, cifar_
     assert [c["client"] for c in check] == [0, 1, 2]
     assert all(c["identical_count"] == c["n_test"] == 10 for c in check)
     assert len({c["key_fingerprint"] for c in check}) == 3 and not any(c["key_kept_on_node"] for c in check)
-
-
-class Relay:
-    """A TCP relay between the SuperNodes and the SuperLink that keeps every byte going through it."""
-
-    def __init__(self, port: int) -> None:
-        self.target, self.up, self.down = port, bytearray(), bytearray()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.lock, self.conns = threading.Lock(), []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:  # the SuperLink is already gone (the test is stopping): drop the node's retry
-                client.close()
-                continue
-            self.conns += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, self.up), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, self.down), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, seen: bytearray) -> None:
-        try:
-            while data := src.recv(1 << 16):
-                with self.lock:
-                    seen += data
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.server.close()
-        for s in self.conns:
-            s.close()
 
 
 def _windows(t: torch.Tensor | object, size: int = 64) -> list[bytes]:

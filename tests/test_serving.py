@@ -12,7 +12,6 @@ import json
 import os
 import pickle
 import signal
-import socket
 import threading
 import time
 
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import requests
 import torch
+from relay import Relay
 
 from fedvit_utils.data import Preprocess
 from fedvit_utils.evaluation import predict
@@ -239,48 +239,6 @@ def test_upload_is_409_unless_replace(clients):
     clients[9] = (holder, other, record)
 
 
-class RecordingProxy:
-    """A loopback TCP relay that keeps every byte a client sends to the server."""
-
-    def __init__(self, target: str) -> None:
-        host, port = target.removeprefix("http://").split(":")
-        self.target = (host, int(port))
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.received = bytearray()
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            threading.Thread(target=self._pipe, args=(conn, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, conn, False), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
-        try:
-            while data := src.recv(1 << 16):
-                if record:
-                    with self.lock:
-                        self.received += data
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 def secrets_of(key, plain: torch.Tensor) -> dict[str, list[bytes]]:
     """Byte patterns that would betray the key or the plain images, in every encoding a client could leak them."""
     out: dict[str, list[bytes]] = {"matrix": [], "block order": [], "plain images": []}
@@ -300,7 +258,7 @@ def secrets_of(key, plain: torch.Tensor) -> dict[str, list[bytes]]:
 
 def test_key_and_plain_images_never_reach_the_server(service, tmp_path):
     """Every byte the server received (through a recording relay) and stored is searched for the secrets."""
-    proxy = RecordingProxy(service["svc"].url)
+    proxy = Relay(int(service["svc"].url.rsplit(":", 1)[1]))
     try:
         found = []
         for kind in ("orthogonal", "permutation"):
@@ -311,10 +269,10 @@ def test_key_and_plain_images_never_reach_the_server(service, tmp_path):
             x = images(16, 5)
             check_answer(holder.query(x, logits=True), model, x, record)
             stored = b"".join(p.read_bytes() for p in (service["folder"] / "store").rglob("*") if p.is_file())
-            assert len(proxy.received) > 16 * 3 * 32 * 32
+            assert len(proxy.up) > 16 * 3 * 32 * 32
             for what, patterns in secrets_of(key, x).items():
                 for pattern in patterns:
-                    found += [(kind, what, where) for where, data in (("received", proxy.received),
+                    found += [(kind, what, where) for where, data in (("received", proxy.up),
                                                                       ("stored", stored)) if pattern in data]
         assert not found
     finally:
