@@ -351,6 +351,27 @@ def test_replica_killed_under_load(clients, service):
     check_answer(holder.query(x, logits=True), model, x, record)
 
 
+def test_a_second_server_on_the_machine_is_a_server_of_its_own(clients, service, tmp_path):
+    """Two servers on one machine: each runs its own Ray and serves its own store (Ray's default would join the
+    newest running cluster, and the second server's app would replace the first one's)."""
+    other = LocalService(tmp_path / "store", log=tmp_path / "serve.log", torch_threads=1, max_query_bytes=MAX_QUERY)
+    other.start()
+    try:
+        key = generate_key(32, 8, 3, "orthogonal", seed=99)
+        holder = KeyHolder("other-00", key, ServerClient(other.url, retries=0))
+        model, x = plain_model(99), images(4, 9)
+        record = holder.upload(model, ARCH)
+        check_answer(holder.query(x, logits=True), model, x, record)
+        first = ServerClient(service["svc"].url, retries=0)
+        assert "other-00" not in first.models() and set(ServerClient(other.url, retries=0).models()) == {"other-00"}
+        mine, own, own_record = clients[0]
+        check_answer(mine.query(x, logits=True), own, x, own_record)
+    finally:
+        group = other.proc.pid
+        other.stop()
+    assert group_gone(group, within_s=30.0), "processes of the second server's group are still running"
+
+
 def test_restart_serves_the_same_models(clients, service):
     """A full stop and start on the same store: checksums verify, same ids, same answers."""
     x = images(8, 7)

@@ -54,7 +54,9 @@ def start(store: str | os.PathLike, host: str = LOOPBACK, port: int = 0, temp_di
     port = port or free_port(host)
     _fixed_agent_ports()
     replicas = app_settings.get("replicas", 1)
-    ray.init(num_cpus=num_cpus or max(os.cpu_count() or 1, replicas + 1), include_dashboard=False,
+    # address="local": a Ray of its own. Without it ray.init joins the newest Ray already running on this machine
+    # (another server, a Flower simulation) and serve.run would replace that cluster's app with this one.
+    ray.init(address="local", num_cpus=num_cpus or max(os.cpu_count() or 1, replicas + 1), include_dashboard=False,
              _temp_dir=temp_dir, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
              logging_level="ERROR", namespace="fedvit-serve")
     serve.start(http_options={"host": host, "port": port},
