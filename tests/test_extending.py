@@ -161,7 +161,7 @@ def test_a_new_dataset_is_registered_loaded_and_trained_on(shapes_dataset, tmp_p
 
 # -- 4. a new notebook -------------------------------------------------------------------------------
 def new_notebook_script() -> str:
-    """notebooks/08_my_study.py as the recipe writes it: parameters cell, open_run, package calls only."""
+    """notebook_scripts/08_my_study.py as the recipe writes it: parameters cell, open_run, package calls only."""
     params = "\n".join(f"{p.name} = {p.default!r}  # type: {p.type}  as in every study notebook"
                        for p in parameters.COMMON)
     return (
