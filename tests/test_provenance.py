@@ -118,6 +118,32 @@ def test_a_study_run_records_everything_and_publishes_it_with_a_footer(tmp_path,
         record["packages"]["all_sha256"]
 
 
+def test_publishing_keeps_the_published_spread_and_other_runs_tables_as_they_are(tmp_path, monkeypatch):
+    """A plain study's Table 1 spread covers its own run only: publishing it would replace the several-seed
+    table `make table1-spread` published. And a footer names the run that wrote a table, so a table already
+    in figures/<profile>/ from another run keeps its own."""
+    run = tmp_path / "run"
+    (run / "figures").mkdir(parents=True)
+    for name in ("table1", "table1_spread"):
+        (run / "figures" / f"{name}.md").write_text(f"| {name} of this run |\n|---|\n| 1 |\n")
+    (run / "table1_spread.json").write_text(json.dumps({"rows": [{"dataset": "cifar10", "runs": 1}]}))
+    (run / "study.json").write_text("{}")
+    dest = tmp_path / "figures" / "smoke"
+    dest.mkdir(parents=True)
+    spread = "| over 3 runs |\n|---|\n| 3 |\n\nProvenance: profile smoke · an earlier run\n"
+    (dest / "table1_spread.md").write_text(spread)
+    (dest / "security_other.md").write_text("| another run's table |\n|---|\n| 2 |\n")
+    monkeypatch.setattr(paths, "FIGURES_DIR", tmp_path / "figures")
+    record = provenance.collect(load_profile("smoke"), tmp_path / "no-data")
+    copied = runner.publish_results(run, "smoke", record)
+    assert (dest / "table1_spread.md").read_text() == spread and dest / "table1_spread.md" not in copied
+    assert "Provenance: " not in (dest / "security_other.md").read_text()
+    assert (dest / "table1.md").read_text().count("Provenance: profile smoke") == 1
+    (run / "table1_spread.json").write_text(json.dumps({"rows": [{"dataset": "cifar10", "runs": 3}]}))
+    runner.publish_results(run, "smoke", record)  # a spread over several runs is published
+    assert "of this run" in (dest / "table1_spread.md").read_text()
+
+
 def test_the_command_attaches_provenance_to_a_run_another_process_made(tmp_path, monkeypatch, cifar_root, capsys):
     run = tmp_path / "run"
     run.mkdir()

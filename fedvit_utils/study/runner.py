@@ -152,11 +152,15 @@ def figures_shown_as_text(notebook: Path) -> list[int]:
 
 def publish_results(run: Path, profile: str, origin: dict | None = None) -> list[Path]:
     """Copy a run's figures and tables (run/figures/*, without variants) and study.json to figures/<profile>/,
-    with its provenance: provenance.json beside them and a footer line under each Markdown table."""
+    with its provenance: provenance.json beside them and a footer line under each Markdown table it copied.
+
+    A Table 1 spread over this run alone is not published: `make table1-spread` writes the published one
+    (over several seeds), and a plain study must not replace it with a one-run table."""
     dest = paths.FIGURES_DIR / profile
     dest.mkdir(parents=True, exist_ok=True)
+    skip = {"table1_spread"} if _spread_runs(Path(run)) == 1 else set()
     files = [f for f in sorted(paths.figures_dir(run).glob("*"))
-             if f.is_file() and VARIANT_MARK not in f.stem and not f.name.startswith(".")]
+             if f.is_file() and VARIANT_MARK not in f.stem and not f.name.startswith(".") and f.stem not in skip]
     copied = []
     for f in files + [Path(run) / "study.json"]:
         if f.exists():
@@ -164,19 +168,29 @@ def publish_results(run: Path, profile: str, origin: dict | None = None) -> list
             os.chmod(copied[-1], RESULT_MODE)  # a run written by older code kept its files owner-only
     origin = origin or provenance.read(run)
     if origin is not None:
-        copied += attach_provenance(dest, origin)
+        copied += attach_provenance(dest, origin, [f for f in copied if f.suffix == ".md"])
     return copied
 
 
-def attach_provenance(folder: Path, origin: dict) -> list[Path]:
-    """Write provenance.json into a published folder and end each of its Markdown tables with the footer line."""
+def _spread_runs(run: Path) -> int | None:
+    """How many runs the run's Table 1 spread covers (None: no spread table in it)."""
+    record = run / "table1_spread.json"
+    if not record.exists():
+        return None
+    rows = json.loads(record.read_text()).get("rows", [])
+    return max((int(r.get("runs", 1)) for r in rows), default=None)
+
+
+def attach_provenance(folder: Path, origin: dict, tables: list[Path] | None = None) -> list[Path]:
+    """Write provenance.json into a published folder and end its Markdown tables (default: every one) with
+    the footer line; a table another run wrote keeps its own footer when `tables` names the ones of this run."""
     line = provenance.footer(origin)
-    tables = []
-    for md in sorted(Path(folder).glob("*.md")):
+    done = []
+    for md in sorted(tables if tables is not None else Path(folder).glob("*.md")):
         body = [x for x in md.read_text().rstrip("\n").split("\n") if not x.startswith("Provenance: ")]
         write_text(md, "\n".join(body).rstrip("\n") + f"\n\n{line}\n")
-        tables.append(md)
-    return [provenance.write(folder, origin)] + tables
+        done.append(md)
+    return [provenance.write(folder, origin)] + done
 
 
 def kernel_manager_class() -> type:
