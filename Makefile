@@ -89,7 +89,7 @@ serve: serve-venv ## the model server on 127.0.0.1 (a free port, printed) until 
 serve-demo: serve-venv ## two clients end to end against a local model server (PROFILE=, RUN=)
 	$(BIN)/python -m fedvit_serve demo --profile $(SERVE_PROFILE) $(if $(RUN),--run-dir $(RUN))
 
-bench-serve: serve-venv ## the model server on 127.0.0.1 (a free port, printed) until Ctrl-C (SERVE_STORE=)
+bench-serve: serve-venv ## the model server against in-process inference (ratios in one run)
 	$(BIN)/python benchmarks/bench_serve.py
 
 study: venv ## run the notebooks in order into runs/<profile> (PROFILE=smoke|quick|cpu|paper, DATA=, RUN=)
