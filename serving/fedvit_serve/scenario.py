@@ -7,6 +7,7 @@ predictions against the plain model's (Eq. 14), and one client querying another 
 
 from __future__ import annotations
 
+import atexit
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -50,6 +51,8 @@ class CloudScenario:
             folder = run.folder / "cloud"
             service = LocalService(folder / "store", log=folder / "serve.log")
             server_url = service.start()
+            # Stopped by close() at the notebook's end, and at the kernel's exit if a cell failed before it.
+            atexit.register(service.stop)
             store = ModelStore(folder / "store")
         server = ServerClient(server_url)
         holders = [KeyHolder(f"{run.profile.name}-client-{i:02d}", key, server) for i, key in enumerate(keys)]
@@ -131,7 +134,8 @@ class CloudScenario:
         fig = Figure(figsize=(1.6 * n, 3.4 * len(self.clients)), layout="constrained")
         axes = fig.subplots(2 * len(self.clients), n)
         for row, (h, x) in enumerate(zip(self.clients, self.test_images, strict=True)):
-            seen = decode_images(self.sent[h.client_id]["query"], tuple(x.shape[1:]))  # exactly what the server parses
+            # exactly what the server parses: the images as the client sent them, at the model's input size
+            seen = decode_images(self.sent[h.client_id]["query"], (x.shape[1], *h.preprocess.input_size))
             for i in range(n):
                 axes[2 * row, i].imshow(x[i].permute(1, 2, 0).numpy())
                 shown = seen[i] - seen[i].amin()
