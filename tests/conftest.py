@@ -19,6 +19,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test: smoke models are tiny, and two threads beside another torch job spin-wait.
+    A test file that trains opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def cifar_root() -> Path:
     """The CIFAR-10 ImageFolder copy the data setting names (argument, $FEDVIT_DATA, or the project default)."""

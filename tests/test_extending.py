@@ -30,13 +30,7 @@ from fedvit_utils.security.visual import key_space
 from fedvit_utils.study import parameters, runner
 from fedvit_utils.study.run import StudyRun
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # smoke models are tiny; two threads beside another torch job spin-wait
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- 1. a new key kind -------------------------------------------------------------------------------

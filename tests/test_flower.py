@@ -37,12 +37,7 @@ except ImportError as exc:  # the test command installs it: a missing install mu
 KEY = ["round", "model", "data", "scope", "client"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _records(run_dir: Path) -> tuple[pd.DataFrame, dict, list[dict]]:

@@ -25,13 +25,7 @@ from fedvit_utils.profiles import load_profile
 from fedvit_utils.study import parameters, runner
 from fedvit_utils.study.run import StudyRun
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # smoke models are tiny; two threads beside another torch job spin-wait
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _same(a, b):

@@ -18,15 +18,7 @@ from fedvit_utils.models import build_model
 from fedvit_utils.profiles import load_profile
 from fedvit_utils.study.run import StudyRun
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Smoke models are tiny: one thread is fastest, and two threads beside another torch process on a
-    # 2-core machine spin-wait each other (a 1 s run then takes a minute).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _Task:

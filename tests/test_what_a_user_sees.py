@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from fedvit_utils import paths
 from fedvit_utils.files import RunLock, write_json
@@ -21,13 +20,7 @@ from fedvit_utils.profiles import load_profile
 from fedvit_utils.study import parameters, runner
 from fedvit_utils.study.run import StudyRun, frontend_attached
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mode(path) -> int:
