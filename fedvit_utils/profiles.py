@@ -68,6 +68,12 @@ class SecuritySettings:
     cloud_scored_images: int = 10  # of the n queries, how many recovered images are scored
     cloud_relearn_images: int = 40  # public images the cloud re-learns the plain embeddings on
     cloud_relearn_epochs: int = 1
+    # The statistics attacks again at the paper's geometry (224x224, 16x16 blocks), with no model: the
+    # dataset resized to 224 as queries and public images, the photographs as further queries. [] skips it.
+    cloud_224_queries: list[int] = field(default_factory=list)
+    cloud_224_public_images: int = 100
+    cloud_224_keys: int = 1
+    cloud_224_scored_images: int = 10
     seed: int = 0  # image samples and demo keys of the security notebook
 
 
@@ -77,6 +83,7 @@ STUDY_SECURITY = dict(  # the quick and cpu profiles: 32x32 images, block 8 (L =
     position_keys=20, jigsaw_images=64, jigsaw_ciphertexts=[1, 2, 5, 10],
     cloud_queries=[10, 100, 1000, 10000], cloud_public_images=10000, cloud_keys=5, cloud_scored_images=100,
     cloud_relearn_images=5000, cloud_relearn_epochs=2,
+    cloud_224_queries=[10, 100, 1000], cloud_224_public_images=1000, cloud_224_keys=5, cloud_224_scored_images=20,
 )
 
 
@@ -186,19 +193,21 @@ def _validate(p: Profile) -> None:
     if s.dataset is not None and s.dataset not in p.datasets:
         refuse("dataset", f"choose one of the profile's datasets {p.datasets}, or None for the first")
     for name in ("n_images", "n_unseen", "known_plaintext_draws", "wrong_key_images", "prior_images", "position_keys",
-                 "jigsaw_images", "cloud_keys", "cloud_scored_images", "cloud_relearn_images", "cloud_relearn_epochs"):
+                 "jigsaw_images", "cloud_keys", "cloud_scored_images", "cloud_relearn_images", "cloud_relearn_epochs",
+                 "cloud_224_keys", "cloud_224_scored_images"):
         if not integer(getattr(s, name)):
             refuse(name, "use a whole number >= 1")
     if not integer(s.n_keys, 2):
         refuse("n_keys", "use a whole number >= 2 (another client's key needs a second key)")
     lists = (("known_pairs", 0, False), ("photo_known_pairs", 0, True), ("jigsaw_ciphertexts", 1, False),
-             ("extraction_widths", 1, True), ("cloud_queries", 2, False))
+             ("extraction_widths", 1, True), ("cloud_queries", 2, False), ("cloud_224_queries", 2, True))
     for name, low, empty in lists:
         ks = getattr(s, name)
         if not (isinstance(ks, list) and (ks or empty) and all(integer(k, low) for k in ks)):
             refuse(name, f"use a{'' if empty else ' non-empty'} list of whole numbers >= {low}")
-    if s.cloud_public_images < 4 or not integer(s.cloud_public_images):
-        refuse("cloud_public_images", "use a whole number >= 4 (the attacker splits them to simulate its own key)")
+    for name in ("cloud_public_images", "cloud_224_public_images"):
+        if not integer(getattr(s, name), 4):
+            refuse(name, "use a whole number >= 4 (the attacker splits them to simulate its own key)")
     if max(s.known_pairs) + s.n_unseen > s.n_images:
         refuse("n_images", f"max(known_pairs)={max(s.known_pairs)} known plus n_unseen={s.n_unseen} unseen images "
                            f"need that many: raise n_images or lower the others")

@@ -6,12 +6,13 @@ import torch
 from scipy.ndimage import gaussian_filter
 from timm.models.vision_transformer import VisionTransformer
 
+from fedvit_utils.data import Preprocess
 from fedvit_utils.encryption import encrypt_images
 from fedvit_utils.keys import generate_key
 from fedvit_utils.models import embeddings
-from fedvit_utils.security import cloud_study, cloud_view
+from fedvit_utils.security import cloud_study, cloud_view, jigsaw
 from fedvit_utils.security.cloud_relearn import relearn_embeddings
-from fedvit_utils.security.measures import blocks_of, key_error
+from fedvit_utils.security.measures import blocks_of, images_of, key_error
 
 
 def _orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -126,3 +127,39 @@ def test_key_refresh_maps_ciphertexts_across_keys_when_the_width_covers_the_bloc
     torch.manual_seed(0)
     narrow = VisionTransformer(img_size=8, patch_size=2, embed_dim=4, depth=1, num_heads=1, num_classes=10).eval()
     assert (cloud_study.key_refresh_transfer(narrow, pairs=2)["mapping_error_max"] > 0.1).all()
+
+
+def test_seam_cost_prefers_the_true_block_order():
+    rng = np.random.default_rng(4)
+    images = _smooth_images(4, 16, rng)
+    blocks = blocks_of(images, 4)
+    shuffled = cloud_view.place_blocks(blocks, rng.permutation(16))
+    true_cost = jigsaw.seam_cost(images, 4)
+    assert true_cost < jigsaw.seam_cost(images_of(shuffled, (16, 16), 4), 4)
+    with pytest.raises(ValueError, match="not divisible"):
+        jigsaw.seam_cost(images[..., :15], 4)
+
+
+def _uint8(images: torch.Tensor) -> torch.Tensor:
+    lo, hi = images.amin(), images.amax()
+    return ((images - lo) / (hi - lo) * 255).round().to(torch.uint8)
+
+
+def test_geometry_study_recovers_a_permutation_key_without_a_model():
+    # No model: pixel correlations give E_a, the smoother of two block orders is taken, and further
+    # queries under the same key (`extra`) decrypt with what the n queries gave.
+    rng = np.random.default_rng(5)
+    public, queries, extra = (_uint8(_smooth_images(n, 16, rng)) for n in (2000, 1500, 3))
+    prep = Preprocess((16, 16), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    out = cloud_study.cloud_view_geometry_study(queries, public, prep, "synthetic", [1500], size=16, patch=4, n_keys=1,
+                                                n_scored=8, extra=extra, kinds=["permutation"])
+    row = out["detail"].iloc[0]
+    assert row["key_error"] == 0 and row["content_psnr_mean"] == 100
+    assert row["blocks_placed"] == 1.0 and row["image_psnr_mean"] == 100 and row["extra_psnr_mean"] == 100
+    assert np.isnan(row["accuracy"])  # no model of this geometry: nothing to score accuracy with
+    summary = cloud_study.summarize_cloud_view(out["detail"])
+    assert summary["extra_psnr_mean"].iloc[0] == 100
+    assert list(out["references"]["reference"]) == ["originals", "public mean block", "own mean colour"]
+    assert len(out["originals"]) == 7 and torch.equal(out["originals"][4:], extra.float() / 255)
+    with pytest.raises(ValueError, match="lower security.cloud_224_queries"):
+        cloud_study.cloud_view_geometry_study(queries[:5], public, prep, "synthetic", [10], 16, 4, kinds=["orthogonal"])

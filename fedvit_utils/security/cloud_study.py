@@ -23,6 +23,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from ..data import Preprocess
 from ..encryption import encrypt_images
 from ..evaluation import Predict, accuracy
 from ..keys import KEY_KINDS, key_kind
@@ -41,7 +42,7 @@ from .cloud_view import (
     order_blocks,
     place_blocks,
 )
-from .jigsaw import solve_jigsaw_shared
+from .jigsaw import seam_cost, solve_jigsaw_shared
 from .key_extraction import extract_key_from_model, patch_weight
 from .measures import (
     PSNR_CAP,
@@ -120,21 +121,22 @@ def _scores(truth: torch.Tensor, blocks: np.ndarray, norm: Normalization, patch:
 
 
 def _score_recovery(decrypted: np.ndarray, order: np.ndarray, true_order: np.ndarray, truth: torch.Tensor,
-                    labels: torch.Tensor, norm: Normalization, patch: int, model: nn.Module, predict: Predict
-                    ) -> tuple[dict, torch.Tensor]:
-    """Block content (true places), whole images (own order), the plain model's accuracy; and the images."""
+                    labels: torch.Tensor, norm: Normalization, patch: int, model: nn.Module | None,
+                    predict: Predict | None) -> tuple[dict, torch.Tensor]:
+    """Block content (true places), whole images (own order), the plain model's accuracy (NaN with no model)."""
     whole = norm.undo(images_of(place_blocks(decrypted, order), tuple(truth.shape[-2:]), patch)).clamp(0, 1)
     row = dict(blocks_placed=block_accuracy(order, true_order),
                **_scores(truth, place_blocks(decrypted, true_order), norm, patch, "content"),
                **_scores(truth, place_blocks(decrypted, order), norm, patch, "image"),
-               accuracy=accuracy(predict(model, _as_uint8(whole)), labels))
+               accuracy=np.nan if model is None else accuracy(predict(model, _as_uint8(whole)), labels))
     return row, whole
 
 
-def reference_scores(model: nn.Module, truth: torch.Tensor, labels: torch.Tensor, public: np.ndarray,
-                     norm: Normalization, predict: Predict, base: dict) -> pd.DataFrame:
+def reference_scores(model: nn.Module | None, truth: torch.Tensor, labels: torch.Tensor, public: np.ndarray,
+                     norm: Normalization, predict: Predict | None, base: dict, patch: int | None = None
+                     ) -> pd.DataFrame:
     """The originals, every block -> the public mean block, every block -> its own true mean colour."""
-    p = patch_size(model)
+    p = patch or patch_size(model)
     blocks = blocks_of(norm.apply(truth.double()), p)
     b, n, length = blocks.shape
     colour = blocks.reshape(b, n, -1, p * p).mean(-1, keepdims=True).repeat(p * p, -1).reshape(b, n, length)
@@ -191,27 +193,111 @@ def cloud_view_study(
     for kind in kinds:
         chosen = {n: choose_method(kind, public_blocks, n, size, p, channels, seed + 1) for n in ns}
         for key in draw_keys(kind, n_keys, size, p, seed, "cloud view"):
-            cipher = encrypt_images(norm.apply(x_all).float(), key)
-            cipher_blocks = blocks_of(cipher, p)
+            cipher_blocks = blocks_of(encrypt_images(norm.apply(x_all).float(), key), p)
             info = dict(base, kind=kind, key_fingerprint=key.fingerprint)
-            for n in ns:
-                start = time.perf_counter()
-                found, order = statistics_attack(kind, public_blocks, cipher_blocks[:n], *chosen[n], p, channels)
-                seconds = time.perf_counter() - start
-                k = min(n, n_scored)
-                decrypted = found.apply(cipher_blocks[:k])
-                row, whole = _score_recovery(decrypted, order, key.block_permutation, truth[:k], labels[:k], norm, p,
-                                             model, predict)
-                jigsaw = solve_jigsaw_shared(_cipher_order_images(decrypted, norm, size, p)[:JIGSAW_IMAGES], p)
-                rows.append(dict(info, attack="statistics of n queries", n_queries=n, method=found.method,
-                                 rank=chosen[n][1], key_error=key_error(found.matrix, key.matrix),
-                                 blocks_placed_jigsaw=block_accuracy(jigsaw, key.block_permutation),
-                                 n_scored=k, seconds=seconds, **row))
-                shown.setdefault((kind, n), whole[:8])
+            rows += _statistics_rows(info, kind, key, public_blocks, cipher_blocks, chosen, truth, labels, norm, p,
+                                     channels, n_scored, model, predict, shown)
             rows.append(_relearned_row(info, relearned, model, key, kind, cipher_blocks[:scored], truth[:scored],
                                        labels[:scored], norm, p, predict, relearn_seconds, relearned_accuracy))
-    return {"detail": pd.DataFrame(rows), "references": references,
-            "figure images": pd.DataFrame([dict(kind=k, n_queries=n, images=v) for (k, n), v in shown.items()])}
+    return {"detail": pd.DataFrame(rows), "references": references, "figure images": _shown_table(shown)}
+
+
+def _shown_table(shown: dict) -> pd.DataFrame:
+    return pd.DataFrame([dict(kind=k, n_queries=n, images=v) for (k, n), v in shown.items()])
+
+
+def _statistics_rows(info: dict, kind: str, key, public_blocks: np.ndarray, cipher_blocks: np.ndarray,
+                     chosen: dict, truth: torch.Tensor, labels: torch.Tensor, norm: Normalization, p: int,
+                     channels: int, n_scored: int, model: nn.Module | None, predict: Predict | None, shown: dict,
+                     extra: tuple[torch.Tensor, np.ndarray] | None = None) -> list[dict]:
+    """The statistics attack on the first n cipher blocks for each n of `chosen`, scored; one row per n.
+
+    `extra` (images in [0, 1], their cipher blocks under the same key) are further queries the attacker
+    decrypts with what it found: their whole-image PSNR/SSIM go into the row (`extra_*`) and the figure.
+    """
+    rows, size = [], tuple(truth.shape[-2:])
+    for n, (method, rank) in chosen.items():
+        start = time.perf_counter()
+        found, order = statistics_attack(kind, public_blocks, cipher_blocks[:n], method, rank, p, channels)
+        seconds = time.perf_counter() - start
+        k = min(n, n_scored)
+        decrypted = found.apply(cipher_blocks[:k])
+        jigsaw = solve_jigsaw_shared(_cipher_order_images(decrypted, norm, size, p)[:JIGSAW_IMAGES], p)
+        means = order
+        order, order_from = _smoother_order(decrypted[:JIGSAW_IMAGES], {"position means": means, "jigsaw": jigsaw},
+                                            norm, size, p)
+        row, whole = _score_recovery(decrypted, order, key.block_permutation, truth[:k], labels[:k], norm, p,
+                                     model, predict)
+        if extra is not None:
+            extra_whole = norm.undo(images_of(place_blocks(found.apply(extra[1]), order), size, p)).clamp(0, 1)
+            psnr, ssim = image_quality(extra[0].double(), extra_whole)
+            row.update(extra_psnr_mean=float(np.minimum(psnr, PSNR_CAP).mean()), extra_ssim_mean=float(ssim.mean()))
+            whole = torch.cat([whole[:4], extra_whole])
+        rows.append(dict(info, attack="statistics of n queries", n_queries=n, method=found.method, rank=rank,
+                         key_error=key_error(found.matrix, key.matrix),
+                         order_from=order_from, blocks_placed_means=block_accuracy(means, key.block_permutation),
+                         blocks_placed_jigsaw=block_accuracy(jigsaw, key.block_permutation),
+                         n_scored=k, seconds=seconds, **row))
+        shown.setdefault((kind, n), whole[:8])
+    return rows
+
+
+def cloud_view_geometry_study(
+    queries: torch.Tensor,
+    public: torch.Tensor,
+    preprocess: nn.Module,
+    data: str,
+    ns: Sequence[int],
+    size: int = 224,
+    patch: int = 16,
+    n_keys: int = 5,
+    n_scored: int = 20,
+    extra: torch.Tensor | None = None,
+    kinds: Sequence[str] = KEY_KINDS,
+    seed: int = 0,
+) -> dict:
+    """The statistics attacks at another geometry (default the paper's: 224x224, 16x16 blocks), with no model.
+
+    The statistics attack needs no model: only the client's ciphertexts, public images and the scheme's
+    settings. uint8 `queries` and `public` are resized to `size` with `preprocess`'s interpolation and
+    normalized with its mean and std. With no trained model of this geometry, the column has no accuracy
+    and no re-learned embeddings. `extra` (uint8, e.g. the photographs) are further queries under the same
+    key, decrypted with what the n queries gave. Returns "detail", "references", "figure images" as
+    `cloud_view_study` does, and "originals": the images the figure's columns show.
+    """
+    if max(ns) > len(queries):
+        raise ValueError(f"n up to {max(ns)} queries asked but {len(queries)} given: lower security.cloud_224_queries.")
+    norm = Normalization.of(preprocess)
+    preprocess = Preprocess((size, size), norm.mean, norm.std, preprocess.interpolation)
+    size, channels = (size, size), queries.shape[1]
+    x_all = preprocess.unit(queries[: max(ns)])
+    public_blocks = blocks_of(norm.apply(preprocess.unit(public).double()), patch)
+    truth, labels = x_all[:n_scored], torch.full((min(n_scored, len(x_all)),), -1)
+    base = dict(data=data, image_size=size_label(x_all), patch_size=patch, public_images=len(public))
+    references = reference_scores(None, truth, labels, public_blocks, norm, None, base, patch)
+    x_extra = None if extra is None else preprocess.unit(extra)
+    rows, shown = [], {}
+    for kind in kinds:
+        chosen = {n: choose_method(kind, public_blocks, n, size, patch, channels, seed + 1) for n in ns}
+        for key in draw_keys(kind, n_keys, size, patch, seed, "cloud view", channels):
+            cipher_blocks = blocks_of(encrypt_images(norm.apply(x_all).float(), key), patch)
+            extra_pair = None if x_extra is None else (
+                x_extra, blocks_of(encrypt_images(norm.apply(x_extra).float(), key), patch))
+            info = dict(base, kind=kind, key_fingerprint=key.fingerprint)
+            rows += _statistics_rows(info, kind, key, public_blocks, cipher_blocks, chosen, truth, labels, norm,
+                                     patch, channels, n_scored, None, None, shown, extra_pair)
+    originals = truth[:8] if x_extra is None else torch.cat([truth[:4], x_extra])[:8]
+    return {"detail": pd.DataFrame(rows), "references": references, "figure images": _shown_table(shown),
+            "originals": originals}
+
+
+def _smoother_order(decrypted: np.ndarray, orders: dict[str, np.ndarray], norm: Normalization,
+                    size: tuple[int, int], p: int) -> tuple[np.ndarray, str]:
+    """The attacker's own block order: of the candidates, the one whose assembled images have the smoothest seams."""
+    cost = {name: seam_cost(norm.undo(images_of(place_blocks(decrypted, o), size, p)).clamp(0, 1), p)
+            for name, o in orders.items()}
+    best = min(cost, key=cost.get)
+    return orders[best], best
 
 
 def _cipher_order_images(decrypted: np.ndarray, norm: Normalization, size: tuple[int, int], p: int) -> torch.Tensor:
@@ -228,7 +314,8 @@ def _relearned_row(info: dict, relearned: nn.Module, model: nn.Module, key, kind
     row, _ = _score_recovery(decrypted, rec.block_permutation, key.block_permutation, truth, labels, norm, p, model,
                              predict)
     return dict(info, attack="re-learned embeddings (no query)", n_queries=0, method=rec.method, rank=np.nan,
-                key_error=key_error(rec.matrix, key.matrix), blocks_placed_jigsaw=np.nan, n_scored=len(truth),
+                key_error=key_error(rec.matrix, key.matrix), order_from="position-embedding rows",
+                blocks_placed_jigsaw=np.nan, n_scored=len(truth),
                 seconds=seconds + time.perf_counter() - start, relearned_model_accuracy=relearned_accuracy,
                 relearned_W_error=key_error(patch_weight(relearned), patch_weight(model)), **row)
 
@@ -236,14 +323,16 @@ def _relearned_row(info: dict, relearned: nn.Module, model: nn.Module, key, kind
 def summarize_cloud_view(detail: pd.DataFrame) -> pd.DataFrame:
     """Per (kind, attack, n): keys, blocks placed, block-content and whole-image PSNR/SSIM, accuracy, seconds."""
     by = ["data", "image_size", "patch_size", "public_images", "kind", "attack", "n_queries"]
+    extra = {c: (c, "mean") for c in ("extra_psnr_mean", "extra_ssim_mean") if c in detail}
     return detail.groupby(by, sort=False).agg(
         keys=("key_fingerprint", "nunique"), n_scored=("n_scored", "max"), rank=("rank", "median"),
-        blocks_placed=("blocks_placed", "mean"), blocks_placed_jigsaw=("blocks_placed_jigsaw", "mean"),
+        blocks_placed=("blocks_placed", "mean"), blocks_placed_means=("blocks_placed_means", "mean"),
+        blocks_placed_jigsaw=("blocks_placed_jigsaw", "mean"),
         key_error=("key_error", "mean"), content_psnr_mean=("content_psnr_mean", "mean"),
         content_psnr_worst=("content_psnr_worst", "min"), content_ssim_mean=("content_ssim_mean", "mean"),
         image_psnr_mean=("image_psnr_mean", "mean"), image_psnr_worst=("image_psnr_worst", "min"),
         image_ssim_mean=("image_ssim_mean", "mean"), accuracy=("accuracy", "mean"),
-        accuracy_min=("accuracy", "min"), seconds_per_key=("seconds", "mean")).reset_index()
+        accuracy_min=("accuracy", "min"), **extra, seconds_per_key=("seconds", "mean")).reset_index()
 
 
 def key_refresh_transfer(model: nn.Module, kinds: Sequence[str] = KEY_KINDS, pairs: int = 5, seed: int = 0

@@ -33,7 +33,7 @@ from scipy.optimize import quadratic_assignment
 from .measures import assign, pair_cost
 
 # Candidate ranks the attacker tries on its own simulation (public images, its own key): `cloud_study.choose_method`.
-RANKS = (2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192)
+RANKS = (2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 384, 512, 768)
 
 
 @dataclass(frozen=True, repr=False, eq=False)

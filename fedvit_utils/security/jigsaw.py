@@ -78,6 +78,24 @@ def solve_jigsaw_shared(scrambled: torch.Tensor, patch_size: int) -> np.ndarray:
     return _place(lr, tb, gh, gw)
 
 
+def seam_cost(images: torch.Tensor, patch_size: int) -> float:
+    """Mean prediction-based cost of the seams between neighbouring blocks of assembled (B, C, H, W) images.
+
+    The same cost the solver minimises (Gallagher 2012), summed over the arrangement: an attacker can rank
+    candidate block orders by it without knowing the right one (lower: the blocks continue each other).
+    """
+    x = as_float_images(images).double()
+    _grid(tuple(x.shape), patch_size)
+    total, seams = 0.0, 0
+    for axis in (-1, -2):
+        for c in range(patch_size, x.shape[axis], patch_size):
+            a_prev, a_last, b_first, b_next = (x.select(axis, i) for i in (c - 2, c - 1, c, c + 1))
+            across = ((2 * a_last - a_prev - b_first) ** 2).mean() + ((2 * b_first - b_next - a_last) ** 2).mean()
+            total += float(across)
+            seams += 1
+    return total / max(seams, 1)
+
+
 def _place(lr: np.ndarray, tb: np.ndarray, gh: int, gw: int) -> np.ndarray:
     """Greedy placement on cost matrices: most confident free tile into the best frontier slot first."""
     n = gh * gw
