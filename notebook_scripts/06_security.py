@@ -210,19 +210,22 @@ display(jigsaw.summarize_jigsaw(puzzle), after_summary)
 # - *permutation keys*: a quadratic assignment matches the pixel correlation matrices; the flips and turns of a
 #   block that leave them unchanged, and the block order, come from the public per-position mean blocks.
 # For the dense kinds the attacker picks method and number of components on its own simulation (half the public
-# images, its own key), so nothing is tuned on the client's images. The block order has two candidates: the
-# per-position means of the recovered blocks, and the greedy jigsaw on them; the attacker keeps the one whose
-# assembled images have the smoother seams, which it can compute without the answer. Separately, with no query at
-# all, the cloud re-learns the plain patch and position embeddings on public images (every other weight frozen) and
-# reads the key off $\hat{\mathbf{E}}$ and $\hat{\mathbf{E}}_{pos}$ as in section 5.
+# images, its own key), so nothing is tuned on the client's images. The block order has three candidates: the
+# per-position means of the recovered blocks; the greedy jigsaw on them; and $\hat{\mathbf{E}}_{pos}$ alone, whose
+# rows a trained model makes similar for nearby positions, laid on the grid by a quadratic assignment (up to the
+# grid's flips and turns). The attacker keeps the one whose assembled images have the smoothest seams, which it can
+# compute without the answer. Separately, with no query at all, the cloud re-learns the plain patch and position
+# embeddings on public images (every other weight frozen) and reads the key off $\hat{\mathbf{E}}$ and
+# $\hat{\mathbf{E}}_{pos}$ as in section 5.
 #
 # **The tables.** `security_cloud_view`: one row per key kind, attack and $n$, over the keys: blocks placed (own
-# order; and by each candidate alone), block content (recovered blocks in their *true* places) and whole images
+# order; by each candidate alone; for $\hat{\mathbf{E}}_{pos}$ also with the best of its flips and turns, what it
+# gives with no query at all), block content (recovered blocks in their *true* places) and whole images
 # (in the attacker's order) as PSNR/SSIM against the originals, the plain model's accuracy on the recovered images,
 # and the attack's seconds per key on this machine. `security_cloud_references` scores, the same way, the originals
 # and two stand-ins: every block replaced by the public mean block (what knowing nothing gives), and by its own true
-# mean colour. `security_cloud_key_refresh`: whether refreshing the key would split the cloud's queries, measured as how
-# well two encrypted models of one client map ciphertexts of one key onto the other.
+# mean colour. `security_cloud_key_refresh`: whether refreshing the key would split the cloud's queries, measured as
+# how well two encrypted models of one client map ciphertexts of one key onto the other.
 
 # %%
 queries = run.sample("test", max(settings.cloud_queries), settings.seed, name)

@@ -9,6 +9,7 @@ from timm.models.vision_transformer import VisionTransformer
 from fedvit_utils.data import Preprocess
 from fedvit_utils.encryption import encrypt_images
 from fedvit_utils.keys import generate_key
+from fedvit_utils.model_encryption import encrypt_model
 from fedvit_utils.models import embeddings
 from fedvit_utils.security import cloud_study, cloud_view, jigsaw
 from fedvit_utils.security.cloud_relearn import relearn_embeddings
@@ -163,3 +164,25 @@ def test_geometry_study_recovers_a_permutation_key_without_a_model():
     assert len(out["originals"]) == 7 and torch.equal(out["originals"][4:], extra.float() / 255)
     with pytest.raises(ValueError, match="lower security.cloud_224_queries"):
         cloud_study.cloud_view_geometry_study(queries[:5], public, prep, "synthetic", [10], 16, 4, kinds=["orthogonal"])
+
+
+def test_position_embedding_alone_places_most_blocks_up_to_a_flip():
+    # A smooth position embedding (nearby positions similar, as training makes it; here Gaussian bumps on a
+    # 4x4 grid, as the study's 32x32 images with 8x8 blocks): laying the encrypted rows (Ê_pos = E_b E_pos,
+    # Eq. 8) on the grid by similarity places most blocks, up to the grid's flips and turns (chance: 1/16).
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=24, depth=1, num_heads=1, num_classes=10).eval()
+    rng = np.random.default_rng(0)
+    r, c = np.divmod(np.arange(16), 4)
+    centres = rng.uniform(0, 3, size=(24, 2))
+    bumps = np.exp(-((r[:, None] - centres[None, :, 0]) ** 2 + (c[:, None] - centres[None, :, 1]) ** 2) / 2)
+    with torch.no_grad():
+        model.pos_embed[0, 1:] = torch.from_numpy(bumps + 0.05 * rng.standard_normal(bumps.shape)).float()
+    key = generate_key(32, 8, 3, "orthogonal", seed=7)
+    parts = embeddings(encrypt_model(model, key))
+    orders = cloud_view.order_from_position_embedding(parts.pos_embed[0, 1:].detach().double().numpy(), (4, 4))
+    assert len(orders) == 8 and len({tuple(o) for o in orders}) == 8
+    assert max(np.mean(o == key.block_permutation) for o in orders) >= 0.75
+    shuffled = cloud_view.order_from_position_embedding(rng.standard_normal((16, 24)), (4, 4))  # no structure
+    assert max(np.mean(o == key.block_permutation) for o in shuffled) < 0.5
+    assert len(cloud_view.grid_symmetries((2, 4))) == 4

@@ -40,6 +40,7 @@ from .cloud_view import (
     align_pixels,
     block_symmetries,
     order_blocks,
+    order_from_position_embedding,
     place_blocks,
 )
 from .jigsaw import seam_cost, solve_jigsaw_shared
@@ -195,8 +196,12 @@ def cloud_view_study(
         for key in draw_keys(kind, n_keys, size, p, seed, "cloud view"):
             cipher_blocks = blocks_of(encrypt_images(norm.apply(x_all).float(), key), p)
             info = dict(base, kind=kind, key_fingerprint=key.fingerprint)
+            parts = embeddings(encrypt_model(model, key))  # what the cloud holds: Ê_pos (Eq. 8)
+            pos_orders = None if parts.pos_embed is None else order_from_position_embedding(
+                parts.pos_embed[0, parts.prefix_rows:].detach().double().numpy(),
+                (size[0] // p, size[1] // p), seed=seed)
             rows += _statistics_rows(info, kind, key, public_blocks, cipher_blocks, chosen, truth, labels, norm, p,
-                                     channels, n_scored, model, predict, shown)
+                                     channels, n_scored, model, predict, shown, pos_orders=pos_orders)
             rows.append(_relearned_row(info, relearned, model, key, kind, cipher_blocks[:scored], truth[:scored],
                                        labels[:scored], norm, p, predict, relearn_seconds, relearned_accuracy))
     return {"detail": pd.DataFrame(rows), "references": references, "figure images": _shown_table(shown)}
@@ -209,11 +214,14 @@ def _shown_table(shown: dict) -> pd.DataFrame:
 def _statistics_rows(info: dict, kind: str, key, public_blocks: np.ndarray, cipher_blocks: np.ndarray,
                      chosen: dict, truth: torch.Tensor, labels: torch.Tensor, norm: Normalization, p: int,
                      channels: int, n_scored: int, model: nn.Module | None, predict: Predict | None, shown: dict,
-                     extra: tuple[torch.Tensor, np.ndarray] | None = None) -> list[dict]:
+                     extra: tuple[torch.Tensor, np.ndarray] | None = None, pos_orders: list[np.ndarray] | None = None
+                     ) -> list[dict]:
     """The statistics attack on the first n cipher blocks for each n of `chosen`, scored; one row per n.
 
     `extra` (images in [0, 1], their cipher blocks under the same key) are further queries the attacker
     decrypts with what it found: their whole-image PSNR/SSIM go into the row (`extra_*`) and the figure.
+    `pos_orders` (`cloud_view.order_from_position_embedding` on the client's encrypted model) add a third
+    candidate block order.
     """
     rows, size = [], tuple(truth.shape[-2:])
     for n, (method, rank) in chosen.items():
@@ -223,9 +231,11 @@ def _statistics_rows(info: dict, kind: str, key, public_blocks: np.ndarray, ciph
         k = min(n, n_scored)
         decrypted = found.apply(cipher_blocks[:k])
         jigsaw = solve_jigsaw_shared(_cipher_order_images(decrypted, norm, size, p)[:JIGSAW_IMAGES], p)
-        means = order
-        order, order_from = _smoother_order(decrypted[:JIGSAW_IMAGES], {"position means": means, "jigsaw": jigsaw},
-                                            norm, size, p)
+        means, candidates = order, {"position means": order, "jigsaw": jigsaw}
+        if pos_orders:  # the encrypted position embedding's order, its flip/turn chosen by the seams
+            pos_order, _ = _smoother_order(decrypted[:JIGSAW_IMAGES], dict(enumerate(pos_orders)), norm, size, p)
+            candidates["position embedding"] = pos_order
+        order, order_from = _smoother_order(decrypted[:JIGSAW_IMAGES], candidates, norm, size, p)
         row, whole = _score_recovery(decrypted, order, key.block_permutation, truth[:k], labels[:k], norm, p,
                                      model, predict)
         if extra is not None:
@@ -237,6 +247,7 @@ def _statistics_rows(info: dict, kind: str, key, public_blocks: np.ndarray, ciph
                          key_error=key_error(found.matrix, key.matrix),
                          order_from=order_from, blocks_placed_means=block_accuracy(means, key.block_permutation),
                          blocks_placed_jigsaw=block_accuracy(jigsaw, key.block_permutation),
+                         **_position_embedding_scores(candidates.get("position embedding"), pos_orders, key),
                          n_scored=k, seconds=seconds, **row))
         shown.setdefault((kind, n), whole[:8])
     return rows
@@ -291,6 +302,14 @@ def cloud_view_geometry_study(
             "originals": originals}
 
 
+def _position_embedding_scores(chosen: np.ndarray | None, pos_orders: list[np.ndarray] | None, key) -> dict:
+    """Blocks placed by the position-embedding order: with the attacker's flip/turn, and the best of them."""
+    if not pos_orders:
+        return {}
+    return dict(blocks_placed_pos_embed=block_accuracy(chosen, key.block_permutation),
+                blocks_placed_pos_embed_any_flip=max(block_accuracy(o, key.block_permutation) for o in pos_orders))
+
+
 def _smoother_order(decrypted: np.ndarray, orders: dict[str, np.ndarray], norm: Normalization,
                     size: tuple[int, int], p: int) -> tuple[np.ndarray, str]:
     """The attacker's own block order: of the candidates, the one whose assembled images have the smoothest seams."""
@@ -324,10 +343,11 @@ def summarize_cloud_view(detail: pd.DataFrame) -> pd.DataFrame:
     """Per (kind, attack, n): keys, blocks placed, block-content and whole-image PSNR/SSIM, accuracy, seconds."""
     by = ["data", "image_size", "patch_size", "public_images", "kind", "attack", "n_queries"]
     extra = {c: (c, "mean") for c in ("extra_psnr_mean", "extra_ssim_mean") if c in detail}
+    pos = {c: (c, "mean") for c in ("blocks_placed_pos_embed", "blocks_placed_pos_embed_any_flip") if c in detail}
     return detail.groupby(by, sort=False).agg(
         keys=("key_fingerprint", "nunique"), n_scored=("n_scored", "max"), rank=("rank", "median"),
         blocks_placed=("blocks_placed", "mean"), blocks_placed_means=("blocks_placed_means", "mean"),
-        blocks_placed_jigsaw=("blocks_placed_jigsaw", "mean"),
+        blocks_placed_jigsaw=("blocks_placed_jigsaw", "mean"), **pos,
         key_error=("key_error", "mean"), content_psnr_mean=("content_psnr_mean", "mean"),
         content_psnr_worst=("content_psnr_worst", "min"), content_ssim_mean=("content_ssim_mean", "mean"),
         image_psnr_mean=("image_psnr_mean", "mean"), image_psnr_worst=("image_psnr_worst", "min"),

@@ -231,3 +231,43 @@ def place_blocks(decrypted: np.ndarray, order: np.ndarray) -> np.ndarray:
     out = np.empty_like(decrypted)
     out[:, order] = decrypted
     return out
+
+
+def grid_symmetries(grid: tuple[int, int]) -> list[np.ndarray]:
+    """The flips and turns of a (gh, gw) block grid as position permutations (8 if square, else 4)."""
+    idx = np.arange(grid[0] * grid[1]).reshape(grid)
+    out = []
+    for k in range(4) if grid[0] == grid[1] else (0, 2):
+        turned = np.rot90(idx, k)
+        out += [turned.reshape(-1), turned[:, ::-1].reshape(-1)]
+    return out
+
+
+def order_from_position_embedding(rows: np.ndarray, grid: tuple[int, int], restarts: int = 8, seed: int = 0
+                                  ) -> list[np.ndarray]:
+    """Block orders read off the encrypted position embedding alone (Eq. 8): one per flip/turn of the grid.
+
+    A trained position embedding is smooth on the grid: nearby positions get similar rows. The rows of
+    Ê_pos = E_b E_pos are the plain rows in cipher order, so laying them on the grid so that similar rows are
+    near each other (a quadratic assignment of their cosine similarities onto a Gaussian kernel of grid
+    distance, width a quarter of the grid; FAQ, the best of `restarts` starts) gives order[j] = the plain
+    position of cipher position j, up to the flips and turns of the grid, which leave distances unchanged:
+    every one of them is returned, for the attacker to choose among. FAQ is approximate: the tests and the
+    tables measure how many blocks it places.
+    """
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True).clip(1e-300)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, 0)
+    gh, gw = grid
+    pos = np.arange(gh * gw)
+    r, c = pos // gw, pos % gw
+    kernel = np.exp(-((r[:, None] - r[None]) ** 2 + (c[:, None] - c[None]) ** 2) / (2 * (max(grid) / 4) ** 2))
+    np.fill_diagonal(kernel, 0)
+    rng = np.random.default_rng(seed)
+    best = None
+    for attempt in range(restarts):
+        p0 = "barycenter" if attempt == 0 else _random_doubly_stochastic(len(sim), rng)
+        res = quadratic_assignment(sim, kernel, method="faq", options=dict(maximize=True, P0=p0))
+        if best is None or res.fun > best.fun:
+            best = res
+    return [g[best.col_ind] for g in grid_symmetries(grid)]
