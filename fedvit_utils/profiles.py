@@ -68,12 +68,14 @@ class SecuritySettings:
     cloud_scored_images: int = 10  # of the n queries, how many recovered images are scored
     cloud_relearn_images: int = 40  # public images the cloud re-learns the plain embeddings on
     cloud_relearn_epochs: int = 1
-    # The statistics attacks again at the paper's geometry (224x224, 16x16 blocks), with no model: the
-    # dataset resized to 224 as queries and public images, the photographs as further queries. [] skips it.
-    cloud_224_queries: list[int] = field(default_factory=list)
-    cloud_224_public_images: int = 100
-    cloud_224_keys: int = 1
-    cloud_224_scored_images: int = 10
+    # The statistics attacks again at another geometry (the study profiles: the paper's 224x224 with 16x16
+    # blocks), with no model: the dataset resized to it as queries and public images, the photographs as
+    # further queries. Smoke-sized defaults (32x32 with 4x4 blocks, seconds).
+    cloud_geometry: list[int] = field(default_factory=lambda: [32, 4])  # [image size, block size]
+    cloud_geometry_queries: list[int] = field(default_factory=lambda: [20])
+    cloud_geometry_public_images: int = 20
+    cloud_geometry_keys: int = 1
+    cloud_geometry_scored_images: int = 4
     seed: int = 0  # image samples and demo keys of the security notebook
 
 
@@ -83,7 +85,8 @@ STUDY_SECURITY = dict(  # the quick and cpu profiles: 32x32 images, block 8 (L =
     position_keys=20, jigsaw_images=64, jigsaw_ciphertexts=[1, 2, 5, 10],
     cloud_queries=[10, 100, 1000, 10000], cloud_public_images=10000, cloud_keys=5, cloud_scored_images=100,
     cloud_relearn_images=5000, cloud_relearn_epochs=2,
-    cloud_224_queries=[10, 100, 1000], cloud_224_public_images=1000, cloud_224_keys=5, cloud_224_scored_images=20,
+    cloud_geometry=[224, 16], cloud_geometry_queries=[10, 100, 1000], cloud_geometry_public_images=1000,
+    cloud_geometry_keys=5, cloud_geometry_scored_images=20,
 )
 
 
@@ -194,20 +197,24 @@ def _validate(p: Profile) -> None:
         refuse("dataset", f"choose one of the profile's datasets {p.datasets}, or None for the first")
     for name in ("n_images", "n_unseen", "known_plaintext_draws", "wrong_key_images", "prior_images", "position_keys",
                  "jigsaw_images", "cloud_keys", "cloud_scored_images", "cloud_relearn_images", "cloud_relearn_epochs",
-                 "cloud_224_keys", "cloud_224_scored_images"):
+                 "cloud_geometry_keys", "cloud_geometry_scored_images"):
         if not integer(getattr(s, name)):
             refuse(name, "use a whole number >= 1")
     if not integer(s.n_keys, 2):
         refuse("n_keys", "use a whole number >= 2 (another client's key needs a second key)")
     lists = (("known_pairs", 0, False), ("photo_known_pairs", 0, True), ("jigsaw_ciphertexts", 1, False),
-             ("extraction_widths", 1, True), ("cloud_queries", 2, False), ("cloud_224_queries", 2, True))
+             ("extraction_widths", 1, True), ("cloud_queries", 2, False), ("cloud_geometry_queries", 2, False))
     for name, low, empty in lists:
         ks = getattr(s, name)
         if not (isinstance(ks, list) and (ks or empty) and all(integer(k, low) for k in ks)):
             refuse(name, f"use a{'' if empty else ' non-empty'} list of whole numbers >= {low}")
-    for name in ("cloud_public_images", "cloud_224_public_images"):
+    for name in ("cloud_public_images", "cloud_geometry_public_images"):
         if not integer(getattr(s, name), 4):
             refuse(name, "use a whole number >= 4 (the attacker splits them to simulate its own key)")
+    geometry = s.cloud_geometry
+    if not (isinstance(geometry, list) and len(geometry) == 2 and all(integer(v, 2) for v in geometry)
+            and geometry[0] % geometry[1] == 0):
+        refuse("cloud_geometry", "give [image size, block size], whole numbers >= 2, the size a multiple of the block")
     if max(s.known_pairs) + s.n_unseen > s.n_images:
         refuse("n_images", f"max(known_pairs)={max(s.known_pairs)} known plus n_unseen={s.n_unseen} unseen images "
                            f"need that many: raise n_images or lower the others")

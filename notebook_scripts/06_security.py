@@ -250,34 +250,35 @@ display(cloud_summary, cloud["references"], refresh,
 # %% [markdown]
 # ### The same attacks at the paper's geometry: 224×224 images, 16×16 blocks
 #
-# **Who sees what.** The same cloud, at the geometry of the paper's ViT-B/16: blocks of $L = 768$ values, $N = 196$
-# of them per image. The client's queries are its test images resized to 224×224 as the paper's clients send them;
+# **Who sees what.** The same cloud, at the geometry `security.cloud_geometry` — on the study profiles the
+# paper's ViT-B/16: 224×224 images, blocks of $L = 768$ values, $N = 196$ of them per image (the smoke profile
+# runs it small). The client's queries are its test images resized to that size, as the paper's clients send them;
 # the public images are training images resized the same way. The client also sends the three photographs under the
 # same key, and the cloud decrypts them with what it found from the $n$ queries (the `extra_*` columns, and the last
 # three columns of the figure). The statistics attack needs no model, and no trained model of this geometry is
-# reachable offline (ViT-B/16 at 224 trains at about 0.8 images/s on 2 CPU cores), so this table has no accuracy
-# and no re-learned embeddings (`security.cloud_224_queries` sets the $n$; the smoke profile skips it).
+# reachable offline (ViT-B/16 at 224 trains at about 0.8 images/s on 2 CPU cores), so this table has no accuracy,
+# no re-learned embeddings and no order from $\hat{\mathbf{E}}_{pos}$.
 #
 # **The table.** `security_cloud_view_224` reads as `security_cloud_view`; `security_cloud_references_224` holds the
-# stand-ins at this geometry.
+# stand-ins at this geometry (the suffix is the image size).
 
 # %%
-if settings.cloud_224_queries:  # [] skips the column (a profile setting)
-    queries_224 = run.sample("test", max(settings.cloud_224_queries), settings.seed, name)
-    public_224 = run.sample("train", settings.cloud_224_public_images, settings.seed, name)
-    label_224 = (f"{name} test queries, {name} train as public images, resized to 224x224 "
-                 f"({run.data_label(queries_224, name)}); photographs (scikit-image) as further queries")
-    cloud_224 = cloud_study.cloud_view_geometry_study(
-        queries_224.images, public_224.images, prep, label_224, settings.cloud_224_queries,
-        n_keys=settings.cloud_224_keys, n_scored=settings.cloud_224_scored_images, extra=data.photographs(),
-        seed=settings.seed)
-    run.save_table(cloud_224["detail"], "security_cloud_view_224_detail", caption)
-    run.save_table(cloud_224["references"], "security_cloud_references_224", caption)
-    display(run.save_table(cloud_study.summarize_cloud_view(cloud_224["detail"]), "security_cloud_view_224", caption),
-            cloud_224["references"],
-            run.save_figure(cloud_study.cloud_view_figure(cloud_224["originals"], cloud_224["figure images"],
-                                                          max(settings.cloud_224_queries), caption),
-                            "security_cloud_recovered_224"))
+size, block = settings.cloud_geometry
+far_queries = run.sample("test", max(settings.cloud_geometry_queries), settings.seed, name)
+far_public = run.sample("train", settings.cloud_geometry_public_images, settings.seed, name)
+far_label = (f"{name} test queries, {name} train as public images, resized to {size}x{size} "
+             f"({run.data_label(far_queries, name)}); photographs (scikit-image) as further queries")
+far = cloud_study.cloud_view_geometry_study(
+    far_queries.images, far_public.images, prep, far_label, settings.cloud_geometry_queries, size, block,
+    n_keys=settings.cloud_geometry_keys, n_scored=settings.cloud_geometry_scored_images,
+    extra=data.photographs(size=size), seed=settings.seed)
+run.save_table(far["detail"], f"security_cloud_view_{size}_detail", caption)
+run.save_table(far["references"], f"security_cloud_references_{size}", caption)
+display(run.save_table(cloud_study.summarize_cloud_view(far["detail"]), f"security_cloud_view_{size}", caption),
+        far["references"],
+        run.save_figure(cloud_study.cloud_view_figure(far["originals"], far["figure images"],
+                                                      max(settings.cloud_geometry_queries), caption),
+                        f"security_cloud_recovered_{size}"))
 
 # %%
 tables = {"security_visual": pd.concat(visual_tables), "security_key_space": pd.concat(space),

@@ -162,7 +162,7 @@ def test_geometry_study_recovers_a_permutation_key_without_a_model():
     assert summary["extra_psnr_mean"].iloc[0] == 100
     assert list(out["references"]["reference"]) == ["originals", "public mean block", "own mean colour"]
     assert len(out["originals"]) == 7 and torch.equal(out["originals"][4:], extra.float() / 255)
-    with pytest.raises(ValueError, match="lower security.cloud_224_queries"):
+    with pytest.raises(ValueError, match="lower security.cloud_geometry_queries"):
         cloud_study.cloud_view_geometry_study(queries[:5], public, prep, "synthetic", [10], 16, 4, kinds=["orthogonal"])
 
 

@@ -241,9 +241,12 @@ def test_summarize_draws_counts_exact_draws():
     (dict(cloud_queries=[1]), "cloud_queries"),
     (dict(cloud_public_images=2), "cloud_public_images"),
     (dict(cloud_keys=0), "cloud_keys"),
-    (dict(cloud_224_queries=[1]), "cloud_224_queries"),
-    (dict(cloud_224_public_images=3), "cloud_224_public_images"),
-    (dict(cloud_224_keys=0), "cloud_224_keys"),
+    (dict(cloud_geometry_queries=[1]), "cloud_geometry_queries"),
+    (dict(cloud_geometry_queries=[]), "cloud_geometry_queries"),
+    (dict(cloud_geometry=[30, 4]), "cloud_geometry"),
+    (dict(cloud_geometry=[224]), "cloud_geometry"),
+    (dict(cloud_geometry_public_images=3), "cloud_geometry_public_images"),
+    (dict(cloud_geometry_keys=0), "cloud_geometry_keys"),
 ])
 def test_security_settings_that_cannot_run_are_refused(security, name):
     with pytest.raises(ProfileError, match=f"security.{name}="):
@@ -255,7 +258,8 @@ def test_security_settings_name_the_dataset_and_study_sizes():
     assert load_profile("paper", security=dict(dataset="cifar100")).security.dataset == "cifar100"
     quick = load_profile("quick").security
     assert quick.known_plaintext_draws >= 20 and quick.n_keys >= 5 and 12 in quick.known_pairs
-    assert quick.cloud_keys >= 5 and quick.cloud_224_keys >= 5 and max(quick.cloud_224_queries) >= 1000
+    assert quick.cloud_keys >= 5 and quick.cloud_geometry_keys >= 5 and max(quick.cloud_geometry_queries) >= 1000
+    assert quick.cloud_geometry == [224, 16]
 
 
 # -- saving -----------------------------------------------------------------------------------------

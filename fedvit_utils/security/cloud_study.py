@@ -277,7 +277,8 @@ def cloud_view_geometry_study(
     `cloud_view_study` does, and "originals": the images the figure's columns show.
     """
     if max(ns) > len(queries):
-        raise ValueError(f"n up to {max(ns)} queries asked but {len(queries)} given: lower security.cloud_224_queries.")
+        raise ValueError(f"n up to {max(ns)} queries asked but {len(queries)} given: "
+                         f"lower security.cloud_geometry_queries.")
     norm = Normalization.of(preprocess)
     preprocess = Preprocess((size, size), norm.mean, norm.std, preprocess.interpolation)
     size, channels = (size, size), queries.shape[1]

@@ -179,7 +179,7 @@ def align_pixels(public: np.ndarray, cipher: np.ndarray, restarts: int = 4, seed
     best = None
     for attempt in range(restarts):
         p0 = "barycenter" if attempt == 0 else _random_doubly_stochastic(len(a), rng)
-        res = quadratic_assignment(a, b, method="faq", options=dict(maximize=True, P0=p0, maxiter=60))
+        res = quadratic_assignment(a, b, method="faq", options=dict(maximize=True, P0=p0, maxiter=60, rng=rng))
         if best is None or res.fun > best.fun:
             best = res
     source = best.col_ind  # cipher coordinate l holds plain coordinate source[l]
@@ -267,7 +267,7 @@ def order_from_position_embedding(rows: np.ndarray, grid: tuple[int, int], resta
     best = None
     for attempt in range(restarts):
         p0 = "barycenter" if attempt == 0 else _random_doubly_stochastic(len(sim), rng)
-        res = quadratic_assignment(sim, kernel, method="faq", options=dict(maximize=True, P0=p0))
+        res = quadratic_assignment(sim, kernel, method="faq", options=dict(maximize=True, P0=p0, rng=rng))
         if best is None or res.fun > best.fun:
             best = res
     return [g[best.col_ind] for g in grid_symmetries(grid)]
