@@ -191,10 +191,11 @@ def cloud_view_study(
     relearn_seconds = time.perf_counter() - start
     relearned_accuracy = accuracy(predict(relearned, _as_uint8(truth)), labels)
     rows, shown = [], {}
+    sent = norm.apply(x_all).float()  # what the client encrypts, the same under every key
     for kind in kinds:
         chosen = {n: choose_method(kind, public_blocks, n, size, p, channels, seed + 1) for n in ns}
         for key in draw_keys(kind, n_keys, size, p, seed, "cloud view"):
-            cipher_blocks = blocks_of(encrypt_images(norm.apply(x_all).float(), key), p)
+            cipher_blocks = blocks_of(encrypt_images(sent, key), p)
             info = dict(base, kind=kind, key_fingerprint=key.fingerprint)
             parts = embeddings(encrypt_model(model, key))  # what the cloud holds: Ê_pos (Eq. 8)
             pos_orders = None if parts.pos_embed is None else order_from_position_embedding(
@@ -288,13 +289,14 @@ def cloud_view_geometry_study(
     base = dict(data=data, image_size=size_label(x_all), patch_size=patch, public_images=len(public))
     references = reference_scores(None, truth, labels, public_blocks, norm, None, base, patch)
     x_extra = None if extra is None else preprocess.unit(extra)
+    sent = norm.apply(x_all).float()  # what the client encrypts, the same under every key
+    sent_extra = None if x_extra is None else norm.apply(x_extra).float()
     rows, shown = [], {}
     for kind in kinds:
         chosen = {n: choose_method(kind, public_blocks, n, size, patch, channels, seed + 1) for n in ns}
         for key in draw_keys(kind, n_keys, size, patch, seed, "cloud view", channels):
-            cipher_blocks = blocks_of(encrypt_images(norm.apply(x_all).float(), key), patch)
-            extra_pair = None if x_extra is None else (
-                x_extra, blocks_of(encrypt_images(norm.apply(x_extra).float(), key), patch))
+            cipher_blocks = blocks_of(encrypt_images(sent, key), patch)
+            extra_pair = None if x_extra is None else (x_extra, blocks_of(encrypt_images(sent_extra, key), patch))
             info = dict(base, kind=kind, key_fingerprint=key.fingerprint)
             rows += _statistics_rows(info, kind, key, public_blocks, cipher_blocks, chosen, truth, labels, norm,
                                      patch, channels, n_scored, None, None, shown, extra_pair)
